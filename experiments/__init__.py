@@ -1,0 +1,1 @@
+"""absl binaries that drive spacer_jax."""

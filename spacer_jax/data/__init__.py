@@ -1,0 +1,1 @@
+"""Scenario sources: the procedural generator and WOMD readers."""

@@ -1,0 +1,1 @@
+"""A Waymax-compatible, jitted multi-agent driving simulator."""

@@ -1,0 +1,59 @@
+"""Planar geometry used throughout the simulator: angles, frames and boxes.
+
+All functions broadcast over leading dimensions and work under jit and vmap.
+Angles are radians, counter-clockwise from the world +x axis; distances in metres.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def wrap_angle(angle: jax.Array) -> jax.Array:
+  """Wraps angles to [-pi, pi)."""
+  return (angle + jnp.pi) % (2 * jnp.pi) - jnp.pi
+
+
+def cross2(a: jax.Array, b: jax.Array) -> jax.Array:
+  """z-component of the cross product of 2D vectors ``(..., 2)``: a_x b_y - a_y b_x."""
+  return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def rotate(xy: jax.Array, angle: jax.Array) -> jax.Array:
+  """Rotates points ``(..., 2)`` counter-clockwise by ``angle`` ``(...)``."""
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  x, y = xy[..., 0], xy[..., 1]
+  return jnp.stack([c * x - s * y, s * x + c * y], axis=-1)
+
+
+def world_to_local(xy: jax.Array, origin_xy: jax.Array, origin_yaw: jax.Array
+                   ) -> jax.Array:
+  """Expresses world points ``(..., 2)`` in a frame at ``origin_xy`` facing ``origin_yaw``.
+
+  ``origin_xy`` is ``(..., 2)`` and ``origin_yaw`` ``(...)``, broadcastable to ``xy``.
+  """
+  return rotate(xy - origin_xy, -origin_yaw)
+
+
+def local_to_world(xy: jax.Array, origin_xy: jax.Array, origin_yaw: jax.Array
+                   ) -> jax.Array:
+  """Inverse of :func:`world_to_local`."""
+  return rotate(xy, origin_yaw) + origin_xy
+
+
+def box_corners(x: jax.Array, y: jax.Array, length: jax.Array, width: jax.Array,
+                yaw: jax.Array) -> jax.Array:
+  """Corners of rotated boxes, ``(..., 4, 2)``.
+
+  Order: front-right, front-left, rear-left, rear-right (counter-clockwise), as in
+  Waymax.
+  """
+  half_l, half_w = length / 2, width / 2
+  local = jnp.stack([
+      jnp.stack([half_l, -half_w], -1),
+      jnp.stack([half_l, half_w], -1),
+      jnp.stack([-half_l, half_w], -1),
+      jnp.stack([-half_l, -half_w], -1),
+  ], axis=-2)
+  return rotate(local, yaw[..., None]) + jnp.stack([x, y], -1)[..., None, :]

@@ -1,0 +1,1 @@
+"""Rendering of scenarios and rollouts (matplotlib, mp4)."""
