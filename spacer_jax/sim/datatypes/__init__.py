@@ -34,6 +34,7 @@ __all__ = [
     'INVALID_INT', 'NUM_TIMESTEPS', 'NUM_TRAFFIC_LIGHTS', 'TIMESTEP_MICROS',
     'TIMESTEP_SECONDS', 'Action', 'DataValidationError', 'MapElementIds', 'ObjectMetadata',
     'ObjectType', 'Paths', 'RoadgraphPoints', 'SimulatorState', 'TrafficLightStates',
-    'TrafficLights', 'Trajectory', 'TrajectoryUpdate', 'is_lane', 'is_red', 'is_road_edge', 'is_road_line',
+    'TrafficLights', 'Trajectory', 'TrajectoryUpdate', 'is_lane', 'is_red', 'is_road_edge',
+    'is_road_line',
     'merge_updates', 'select_objects', 'slice_time', 'update_time',
 ]
