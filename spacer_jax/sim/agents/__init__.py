@@ -1,0 +1,1 @@
+"""Scripted sim agents: log replay, constant velocity, IDM along the logged path."""

@@ -1,0 +1,1 @@
+"""Dynamics models: actions -> next poses, and their inverses (expert actions)."""

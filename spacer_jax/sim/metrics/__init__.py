@@ -1,0 +1,1 @@
+"""Per-object simulator metrics (value + validity), computed at the current step."""
