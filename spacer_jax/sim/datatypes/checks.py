@@ -9,6 +9,7 @@ trace.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -54,8 +55,17 @@ def check_fields(
   Raises:
     DataValidationError: naming the field, its expected shape and what it holds.
   """
-  dims: dict[str, int] = {}
-  bound_by: dict[str, str] = {}
+  # Bind each named dimension to the size most fields agree on, so that the error
+  # names the odd field out rather than whichever field happened to come first.
+  sizes: dict[str, list[int]] = {}
+  for name, (_, dim_names) in layout.items():
+    arr = values.get(name)
+    if arr is None or not hasattr(arr, 'shape') or arr.ndim < len(dim_names):
+      continue
+    trailing = tuple(arr.shape[arr.ndim - len(dim_names):])
+    for dim_name, size in zip(dim_names, trailing):
+      sizes.setdefault(dim_name, []).append(size)
+  dims = {d: Counter(v).most_common(1)[0][0] for d, v in sizes.items()}
   batch_shape: tuple[int, ...] | None = None
   batch_owner = ''
   for name, (kind, dim_names) in layout.items():
@@ -71,17 +81,12 @@ def check_fields(
           f'{owner}.{name} has shape {tuple(arr.shape)}, expected {expected_desc}.')
     trailing = tuple(arr.shape[arr.ndim - len(dim_names):])
     for dim_name, size in zip(dim_names, trailing):
-      if dim_name.isdigit():
-        if size != int(dim_name):
-          raise DataValidationError(
-              f'{owner}.{name} has shape {tuple(arr.shape)}, expected {expected_desc}.')
-        continue
-      if dim_name in dims and dims[dim_name] != size:
+      expected = int(dim_name) if dim_name.isdigit() else dims[dim_name]
+      if size != expected:
+        bound = ('' if dim_name.isdigit()
+                 else f' with {dim_name}={expected} (as in the other fields)')
         raise DataValidationError(
-            f'{owner}.{name} has shape {tuple(arr.shape)}, expected {expected_desc} '
-            f'with {dim_name}={dims[dim_name]} (as in {owner}.{bound_by[dim_name]}).')
-      dims.setdefault(dim_name, size)
-      bound_by.setdefault(dim_name, name)
+            f'{owner}.{name} has shape {tuple(arr.shape)}, expected {expected_desc}{bound}.')
     lead = tuple(arr.shape[:arr.ndim - len(dim_names)])
     if batch_shape is None:
       batch_shape, batch_owner = lead, name
