@@ -194,7 +194,8 @@ def traffic_lights_from_arrays(x: np.ndarray, y: np.ndarray, state: np.ndarray,
   return TrafficLights(
       x=pad(x, INVALID_FLOAT, np.float32), y=pad(y, INVALID_FLOAT, np.float32),
       z=pad(0.0 if z is None else z, INVALID_FLOAT, np.float32),
-      state=pad(state, 0, np.int32), lane_ids=pad(lane_ids, INVALID_INT, np.int32),
+      state=pad(state, INVALID_INT, np.int32),
+      lane_ids=pad(lane_ids, INVALID_INT, np.int32),
       valid=pad(valid, False, bool))
 
 

@@ -1,0 +1,1 @@
+"""End-to-end jobs that combine the packages (called by the thin binaries in experiments/)."""

@@ -1,0 +1,91 @@
+"""Configuration of the procedural scenario generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spacer_jax.sim.datatypes import (
+    DEFAULT_NUM_OBJECTS,
+    DEFAULT_NUM_ROADGRAPH_POINTS,
+    NUM_TIMESTEPS,
+)
+
+# Every map family the generator knows, in the order used for ids and sampling.
+ALL_FAMILIES = ('straight', 'curved', 'intersection', 't_junction', 'merge', 'roundabout')
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+  """What to generate and how noisy it is. All distances in metres, times in seconds.
+
+  Attributes:
+    num_objects: object slots of the state (padding beyond the real objects).
+    num_roadgraph_points: roadgraph slots; maps that do not fit are cropped by
+      dropping the points farthest from the SDC's start (lanes last, edges first
+      kept), never raising.
+    num_timesteps: log length at 10 Hz (WOMD: 91 = 11 history + 80 future).
+    families: map families to sample from (subset of ``ALL_FAMILIES``).
+    family_weights: relative sampling weights per entry of ``families`` (None:
+      uniform).
+    density: multiplier of traffic density (vehicles per lane-metre).
+    pedestrians: add pedestrians on sidewalks and crosswalks.
+    cyclists: add cyclists riding in the rightmost lanes.
+    position_noise: std of the smooth (temporally correlated) position noise in m.
+    heading_noise: std of the smooth heading noise in rad.
+    collision_noise_rate: probability that a scenario keeps one logged near-miss
+      that becomes a box overlap (sensor-like noise found in real logs); 0 = never.
+    offroad_noise_rate: probability that a scenario keeps one vehicle parked with a
+      wheel over the curb; 0 = never.
+    max_tracks_to_predict: at most this many objects get ``is_modeled``.
+    warmup_seconds: traffic is simulated this long before the first logged step so
+      the log starts from settled, human-looking traffic.
+    map_spacing: roadgraph sample spacing in m (WOMD: ~0.5).
+  """
+
+  num_objects: int = DEFAULT_NUM_OBJECTS
+  num_roadgraph_points: int = DEFAULT_NUM_ROADGRAPH_POINTS
+  num_timesteps: int = NUM_TIMESTEPS
+  families: tuple[str, ...] = ALL_FAMILIES
+  family_weights: tuple[float, ...] | None = None
+  density: float = 1.0
+  pedestrians: bool = True
+  cyclists: bool = True
+  position_noise: float = 0.02
+  heading_noise: float = 0.004
+  collision_noise_rate: float = 0.0
+  offroad_noise_rate: float = 0.0
+  max_tracks_to_predict: int = 8
+  warmup_seconds: float = 3.0
+  map_spacing: float = 0.5
+
+  def __post_init__(self):
+    if self.num_objects < 2:
+      raise ValueError(f'num_objects must be >= 2, got {self.num_objects}.')
+    if self.num_roadgraph_points < 1000:
+      raise ValueError(
+          f'num_roadgraph_points must be >= 1000, got {self.num_roadgraph_points}.')
+    if self.num_timesteps < 2:
+      raise ValueError(f'num_timesteps must be >= 2, got {self.num_timesteps}.')
+    if not self.families:
+      raise ValueError('families must name at least one map family.')
+    unknown = [f for f in self.families if f not in ALL_FAMILIES]
+    if unknown:
+      raise ValueError(f'unknown map families {unknown}; choose from {ALL_FAMILIES}.')
+    if self.family_weights is not None:
+      if len(self.family_weights) != len(self.families):
+        raise ValueError('family_weights must have one weight per family.')
+      if min(self.family_weights) < 0 or sum(self.family_weights) <= 0:
+        raise ValueError('family_weights must be non-negative with a positive sum.')
+    if self.density <= 0:
+      raise ValueError(f'density must be positive, got {self.density}.')
+    for name in ('position_noise', 'heading_noise', 'collision_noise_rate',
+                 'offroad_noise_rate', 'warmup_seconds'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}.')
+    for name in ('collision_noise_rate', 'offroad_noise_rate'):
+      if getattr(self, name) > 1:
+        raise ValueError(f'{name} is a probability, got {getattr(self, name)}.')
+    if self.max_tracks_to_predict < 0:
+      raise ValueError('max_tracks_to_predict must be >= 0.')
+    if self.map_spacing <= 0:
+      raise ValueError('map_spacing must be positive.')

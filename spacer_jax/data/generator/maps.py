@@ -1,0 +1,342 @@
+"""Map families: procedural road layouts as lanes plus roadgraph features.
+
+Every family returns a :class:`RoadMap`: the lane graph the traffic model drives on
+(:class:`~spacer_jax.data.generator.lanes.Lane`), the painted/edge/crosswalk/stop-sign
+polylines of the roadgraph, pedestrian walkways, and the signal groups of its traffic
+lights. Conventions (see the Waymax spec): right-hand traffic; lane centrelines point
+in the direction of travel; road edges are oriented so the drivable road is on their
+LEFT; stop lines are at the end of the controlled lane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spacer_jax.data.generator import geometry as geo
+from spacer_jax.data.generator.lanes import Lane
+from spacer_jax.sim.builders import Polyline
+from spacer_jax.sim.datatypes import MapElementIds as T
+
+# Types of painted lines.
+BROKEN_WHITE = int(T.ROAD_LINE_BROKEN_SINGLE_WHITE)
+SOLID_WHITE = int(T.ROAD_LINE_SOLID_SINGLE_WHITE)
+DOUBLE_YELLOW = int(T.ROAD_LINE_SOLID_DOUBLE_YELLOW)
+EDGE = int(T.ROAD_EDGE_BOUNDARY)
+MEDIAN = int(T.ROAD_EDGE_MEDIAN)
+# Pedestrians walk this far outside the road edge (m).
+SIDEWALK_OFFSET = 2.5
+
+
+@dataclass
+class RoadMap:
+  """A generated map.
+
+  Attributes:
+    family: name of the map family.
+    lanes: lane id -> lane (vehicle lanes and pedestrian walkways).
+    features: non-lane roadgraph polylines (lines, edges, crosswalks, stop signs).
+    entries: lane ids where vehicles enter the map (routes start here).
+    ped_entries: walkway ids where pedestrians' routes start.
+    signal_groups: lists of signal-controlled lane ids that share a phase; the
+      signals module runs them through a cycle with conflicting groups never green
+      together.
+    zone_pairs: unordered lane-id pairs that may cross (for conflict detection).
+    center: a point of interest (junction centre) in m.
+  """
+
+  family: str
+  lanes: dict[int, Lane] = field(default_factory=dict)
+  features: list[Polyline] = field(default_factory=list)
+  entries: list[int] = field(default_factory=list)
+  ped_entries: list[int] = field(default_factory=list)
+  signal_groups: list[list[int]] = field(default_factory=list)
+  zone_pairs: set[tuple[int, int]] = field(default_factory=set)
+  center: np.ndarray = field(default_factory=lambda: np.zeros(2))
+  _next_id: int = 0
+
+  def new_id(self) -> int:
+    self._next_id += 1
+    return self._next_id
+
+  def add_lane(self, xy: np.ndarray, **kw) -> Lane:
+    lane = Lane(id=self.new_id(), xy=xy, **kw)
+    self.lanes[lane.id] = lane
+    return lane
+
+  def add_feature(self, xy: np.ndarray, type_: int) -> int:
+    pid = self.new_id()
+    self.features.append(Polyline(np.asarray(xy, np.float64), int(type_), pid))
+    return pid
+
+  def lane_polylines(self) -> list[Polyline]:
+    """Lane centrelines that belong in the roadgraph."""
+    return [Polyline(l.xy, l.kind, l.id) for l in self.lanes.values()
+            if l.in_roadgraph and l.agent == 'veh']
+
+
+@dataclass
+class Corridor:
+  """A two-way road along a reference line (the centre of the carriageway).
+
+  ``fwd`` lanes run along the reference on its right, ``bwd`` lanes against it on its
+  left (right-hand traffic); lane lists are ordered from the centre outwards.
+  """
+
+  ref: np.ndarray
+  fwd: list[Lane]
+  bwd: list[Lane]
+  half_fwd: float
+  half_bwd: float
+
+
+def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: float,
+                   speed: float, kind: int = 2, median: float = 0.0,
+                   edges: tuple[bool, bool] = (True, True), walk: bool = True,
+                   lines: bool = True) -> Corridor:
+  """Adds lanes, lane lines, edges and walkways of a two-way road along ``ref``.
+
+  Args:
+    m: map to add to.
+    ref: reference line ``(P, 2)``, uniformly sampled at ~0.5 m.
+    n_fwd, n_bwd: lanes along / against ``ref`` (``n_bwd`` may be 0: one-way).
+    width: lane width in m.
+    speed: speed limit in m/s.
+    kind: lane type (1 freeway, 2 surface street).
+    median: half width of a raised median in m (0: painted double yellow).
+    edges: whether to draw the (right, left) outer road edges.
+    walk: whether to add sidewalk walkways outside the edges.
+    lines: whether to paint the lane lines.
+  """
+  fwd, bwd = [], []
+  for i in range(n_fwd):
+    xy = geo.offset(ref, -(median + (i + 0.5) * width))
+    fwd.append(m.add_lane(xy, kind=kind, speed_limit=speed))
+  for i in range(n_bwd):
+    xy = geo.offset(ref, median + (i + 0.5) * width)[::-1].copy()
+    bwd.append(m.add_lane(xy, kind=kind, speed_limit=speed))
+  # Parallel neighbours (index-aligned because they are offsets of one reference).
+  for group in (fwd, bwd):
+    for i in range(len(group) - 1):
+      group[i].right, group[i + 1].left = group[i + 1].id, group[i].id
+  half_f, half_b = median + n_fwd * width, median + n_bwd * width
+  if lines:
+    for i in range(1, n_fwd):
+      m.add_feature(geo.offset(ref, -(median + i * width)), BROKEN_WHITE)
+    for i in range(1, n_bwd):
+      m.add_feature(geo.offset(ref, median + i * width)[::-1], BROKEN_WHITE)
+  if n_bwd and median <= 0 and lines:
+    m.add_feature(ref, DOUBLE_YELLOW)
+  if median > 0:
+    # Median edges: the forward carriageway lies on the right of the reference, so its
+    # median edge runs against the reference to keep that road on its left.
+    m.add_feature(geo.offset(ref, -median)[::-1], MEDIAN)
+    if n_bwd:
+      m.add_feature(geo.offset(ref, median), MEDIAN)
+  if edges[0]:
+    m.add_feature(geo.offset(ref, -half_f), EDGE)
+  if edges[1]:
+    m.add_feature(geo.offset(ref, half_b if n_bwd else median)[::-1], EDGE)
+  if walk:
+    for side, h in ((-1, half_f), (1, half_b if n_bwd else median)):
+      path = geo.offset(ref, side * (h + SIDEWALK_OFFSET))
+      for direction in (1, -1):
+        # Two walkways per sidewalk, 1.2 m apart, one per walking direction, so people
+        # walking towards each other never share a path.
+        xy = geo.offset(path, 0.6 * direction * side)
+        xy = xy if direction == 1 else xy[::-1].copy()
+        lane = m.add_lane(xy, speed_limit=1.4, agent='ped', in_roadgraph=False)
+        m.ped_entries.append(lane.id)
+  return Corridor(ref=ref, fwd=fwd, bwd=bwd, half_fwd=half_f, half_bwd=half_b)
+
+
+def _lane_width(rng: np.random.Generator) -> float:
+  return float(rng.uniform(3.5, 3.9))
+
+
+def straight_road(rng: np.random.Generator, curved: bool = False) -> RoadMap:
+  """Multi-lane straight (or curved) two-way road, ~300 m, 1-3 lanes per direction."""
+  m = RoadMap('curved' if curved else 'straight')
+  length = rng.uniform(260.0, 340.0)
+  if curved:
+    # A straight run, an arc (radius 70-250 m, 30-90 degrees) and another straight:
+    # the shape of most curved WOMD roads.
+    radius = rng.uniform(70.0, 250.0)
+    sweep = np.deg2rad(rng.uniform(30, 90)) * rng.choice([-1, 1])
+    lead = rng.uniform(40.0, 80.0)
+    arc_len = min(abs(sweep) * radius, length - 2 * lead)
+    sweep = np.sign(sweep) * arc_len / radius
+    p1 = np.array([lead, 0.0])
+    c = p1 + np.array([0.0, np.sign(sweep) * radius])
+    a0 = -np.sign(sweep) * np.pi / 2
+    a = geo.arc(c, radius, a0, a0 + sweep, 0.5)
+    h = sweep
+    tail = length - lead - arc_len
+    end = a[-1] + tail * np.array([np.cos(h), np.sin(h)])
+    ref = geo.resample(geo.concat(geo.line([0, 0], p1), a, geo.line(a[-1], end)), 0.5)
+    ref = ref - ref.mean(0)
+  else:
+    ref = geo.line([-length / 2, 0.0], [length / 2, 0.0], 0.5)
+  ref = geo.transform(ref, rng.uniform(-np.pi, np.pi), rng.normal(0, 20, 2))
+  freeway = rng.random() < 0.3
+  n_fwd = int(rng.integers(2, 4) if freeway else rng.integers(1, 4))
+  n_bwd = n_fwd if rng.random() < 0.8 else int(rng.integers(1, 3))
+  median = rng.uniform(1.0, 3.0) if (freeway or rng.random() < 0.2) else 0.0
+  speed = rng.uniform(25.0, 31.0) if freeway else rng.uniform(11.0, 17.0)
+  c = build_corridor(m, ref, n_fwd, n_bwd, _lane_width(rng), speed,
+                     kind=1 if freeway else 2, median=median, walk=not freeway)
+  m.entries = [l.id for l in c.fwd + c.bwd]
+  m.center = ref[len(ref) // 2]
+  return m
+
+
+def _unit(theta: float) -> np.ndarray:
+  return np.array([np.cos(theta), np.sin(theta)])
+
+
+def _crossing_walkways(m: RoadMap, center: np.ndarray, u: np.ndarray, dist: float,
+                       half_r: float, half_l: float, signal: bool) -> list[int]:
+  """Crosswalk polygon across an arm plus a walkway each way over it.
+
+  ``u`` points from the junction centre along the arm; the crossing lies ``dist`` m
+  from the centre. Returns the ids of the walkways' approach lanes (signal-controlled
+  when ``signal``).
+  """
+  n = np.array([-u[1], u[0]])
+  p_r = center + dist * u - (half_r + SIDEWALK_OFFSET) * n
+  p_l = center + dist * u + (half_l + SIDEWALK_OFFSET) * n
+  w = 1.75
+  poly = np.array([p_r - w * u + 2.0 * n, p_l - w * u - 2.0 * n, p_l + w * u - 2.0 * n,
+                   p_r + w * u + 2.0 * n, p_r - w * u + 2.0 * n])
+  m.add_feature(poly, int(T.CROSSWALK))
+  approaches = []
+  for a, b, side in ((p_r, p_l, 1), (p_l, p_r, -1)):
+    off = 0.6 * side * u  # one walkway per direction, 1.2 m apart
+    a, b = a + off, b + off
+    d = (b - a) / np.linalg.norm(b - a)
+    appr = m.add_lane(geo.line(a - 3.0 * d, a), speed_limit=1.4, agent='ped',
+                      in_roadgraph=False, control='light' if signal else 'none')
+    cross = m.add_lane(geo.line(a, b), speed_limit=1.4, agent='ped', in_roadgraph=False,
+                       junction=True, priority=-1)
+    tail = m.add_lane(geo.line(b, b + 4.0 * d), speed_limit=1.4, agent='ped',
+                      in_roadgraph=False)
+    appr.successors, cross.successors = [cross.id], [tail.id]
+    m.ped_entries.append(appr.id)
+    approaches.append(appr.id)
+  return approaches
+
+
+def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
+  """A 4-way signalised intersection or (``arms=3``) a T-junction with stop signs on
+  the minor road. Arms are two-way roads of 1-2 lanes per direction, ~90-130 m long.
+  """
+  m = RoadMap('intersection' if arms == 4 else 't_junction')
+  theta0 = rng.uniform(-np.pi, np.pi)
+  center = rng.normal(0, 10, 2)
+  m.center = center
+  w = _lane_width(rng)
+  n_axis = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+  if arms == 3:
+    n_axis[1] = 1
+  radius = rng.uniform(8.0, 12.0)
+  speed = rng.uniform(11.0, 15.0)
+  arm_ids = [0, 1, 2, 3] if arms == 4 else [0, 1, 2]
+  approach = 5.0  # stop line this far before the curb return starts
+  info = {}
+  for k in arm_ids:
+    u = _unit(theta0 + k * np.pi / 2)
+    n = n_axis[k % 2]
+    d_curb = n_axis[(k + 1) % 2] * w + radius
+    length = rng.uniform(90.0, 130.0)
+    ref = geo.line(center + (d_curb + length) * u, center + d_curb * u, 0.5)
+    minor = arms == 3 and k == 1
+    c = build_corridor(m, ref, n, n, w, speed * (0.8 if minor else 1.0))
+    # Cut the incoming lanes at the stop line; the connector covers the last metres.
+    cut = len(ref) - 1 - int(round(approach / 0.5))
+    for lane in c.fwd:
+      lane.xy = lane.xy[:cut + 1].copy()
+      lane.control = 'light' if arms == 4 else ('stop' if minor else 'none')
+      if minor:
+        side = geo.normals(lane.xy)[-1]
+        m.add_feature(lane.xy[-1:] - side * (w / 2 + 0.8), int(T.STOP_SIGN))
+    m.entries += [l.id for l in c.fwd]
+    info[k] = (u, c, d_curb, minor)
+  # Curb returns between neighbouring arms (road on the left: they turn right).
+  for k in arm_ids:
+    k1 = (k + 1) % 4
+    if k1 not in info:
+      continue
+    u, c, d, _ = info[k]
+    u1, c1, d1, _ = info[k1]
+    n = np.array([-u[1], u[0]])
+    n1 = np.array([-u1[1], u1[0]])
+    a = center + d * u + c.half_fwd * n       # right edge end of arm k
+    b = center + d1 * u1 - c1.half_bwd * n1   # left edge start of arm k1
+    m.add_feature(geo.hermite(a, np.arctan2(-u[1], -u[0]), b, np.arctan2(u1[1], u1[0]),
+                              tension=1.17), EDGE)
+  if arms == 3:
+    # The far side of the major road is a straight edge across the junction mouth.
+    u0, c0, d0, _ = info[0]
+    u2, c2, d2, _ = info[2]
+    n0 = np.array([-u0[1], u0[0]])
+    n2 = np.array([-u2[1], u2[0]])
+    m.add_feature(geo.line(center + d2 * u2 + c2.half_fwd * n2,
+                           center + d0 * u0 - c0.half_bwd * n0), EDGE)
+  # Connectors: right turn from the outermost lane, left from the innermost, through
+  # from every lane to the same lane index.
+  connectors = []
+  groups: list[list[int]] = [[], []]
+  for k in arm_ids:
+    u, c, d, minor = info[k]
+    heading_in = np.arctan2(-u[1], -u[0])
+    moves = []
+    for turn, dk in (('right', 1), ('through', 2), ('left', 3)):
+      k2 = (k + dk) % 4
+      if k2 not in info:
+        continue
+      out = info[k2][1].bwd
+      if turn == 'through':
+        moves += [(i, i, 'through') for i in range(min(len(c.fwd), len(out)))]
+      elif turn == 'right':
+        moves.append((len(c.fwd) - 1, len(out) - 1, 'right'))
+      else:
+        moves.append((0, 0, 'left'))
+    for i_in, i_out, turn in moves:
+      k2 = (k + {'right': 1, 'through': 2, 'left': 3}[turn]) % 4
+      src, dst = c.fwd[i_in], info[k2][1].bwd[i_out]
+      u2 = info[k2][0]
+      p0 = src.xy[-1]
+      p1 = p0 + approach * np.array([np.cos(heading_in), np.sin(heading_in)])
+      curve = geo.hermite(p1, heading_in, dst.xy[0], np.arctan2(u2[1], u2[0]),
+                          tension=1.0 if turn == 'through' else 1.17)
+      xy = geo.resample(geo.concat(geo.line(p0, p1), curve), 0.5)
+      prio = 2 if minor else (1 if turn == 'left' else 0)
+      conn = m.add_lane(xy, speed_limit=speed, junction=True, priority=prio)
+      conn.successors = [dst.id]
+      src.successors.append(conn.id)
+      connectors.append(conn)
+    if arms == 4:
+      groups[k % 2] += [l.id for l in c.fwd]
+  for a_ in connectors:
+    for b_ in connectors:
+      if a_.id < b_.id and a_.successors != b_.successors and not (
+          set(l.id for l in m.lanes.values() if a_.id in l.successors)
+          & set(l.id for l in m.lanes.values() if b_.id in l.successors)):
+        m.zone_pairs.add((a_.id, b_.id))
+  # Crosswalks across every arm; with signals, people cross an arm while its traffic
+  # is held (the other axis is green).
+  for k in arm_ids:
+    u, c, d, _ = info[k]
+    appr = _crossing_walkways(m, center, u, d + approach / 2, c.half_fwd, c.half_bwd,
+                              signal=arms == 4)
+    if arms == 4:
+      groups[(k + 1) % 2] += appr
+    crossings = [l for l in m.lanes.values() if l.agent == 'ped' and l.junction
+                 and any(l.id in m.lanes[a].successors for a in appr)]
+    veh = [l for l in m.lanes.values() if l.agent == 'veh']
+    for cl in crossings:
+      for vl in veh:
+        m.zone_pairs.add((cl.id, vl.id))
+  m.signal_groups = groups if arms == 4 else []
+  return m

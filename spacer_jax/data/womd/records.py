@@ -1,0 +1,157 @@
+"""TFRecord files: reading with per-record error reports, and writing.
+
+TensorFlow's reader checks every record's CRC32C in C++; this module adds what it
+lacks: when a record is truncated or corrupt, the error names the file and the record
+index, and with ``skip_bad_records`` the reader reports the record and carries on with
+the next one when the file's framing allows it.
+
+TFRecord framing (little endian), per record::
+
+  uint64 length | uint32 masked_crc32c(length) | bytes data[length] | uint32 masked_crc32c(data)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Optional
+
+from spacer_jax.data.womd._tf import tf
+from spacer_jax.data.womd.errors import RecordError
+
+_HEADER_BYTES = 12  # uint64 length + uint32 crc of the length
+_FOOTER_BYTES = 4  # uint32 crc of the data
+
+
+def _crc32c_table() -> list[int]:
+  table = []
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    table.append(crc)
+  return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli) of ``data``. Pure Python: meant for short headers only."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+  """The masked CRC that TFRecord stores (rotate right by 15, add a constant)."""
+  crc = crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _record_offset(f, index: int) -> int:
+  """Byte offset of record ``index``, found by walking the length headers."""
+  offset = 0
+  for _ in range(index):
+    f.seek(offset)
+    (length,) = struct.unpack('<Q', f.read(8))
+    offset += _HEADER_BYTES + length + _FOOTER_BYTES
+  return offset
+
+
+def _diagnose(path: str, index: int) -> tuple[str, Optional[int]]:
+  """Why record ``index`` of ``path`` failed, and where the next record starts.
+
+  Returns:
+    (reason, next_offset); next_offset is None when the rest of the file cannot be
+    framed (truncated file or corrupt length header).
+  """
+  size = tf.io.gfile.stat(path).length
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    try:
+      offset = _record_offset(f, index)
+    except struct.error:
+      return 'the file ends inside an earlier record header', None
+    f.seek(offset)
+    header = f.read(_HEADER_BYTES)
+    if len(header) < _HEADER_BYTES:
+      return (f'truncated record: the file ends inside the record header '
+              f'(offset {offset}, file size {size})'), None
+    length, length_crc = struct.unpack('<QI', header)
+    if masked_crc32c(header[:8]) != length_crc:
+      return (f'corrupt record header at offset {offset} (length checksum mismatch); '
+              'the rest of the file cannot be read'), None
+    end = offset + _HEADER_BYTES + length + _FOOTER_BYTES
+    if end > size:
+      return (f'truncated record: {length} data bytes announced at offset {offset} '
+              f'but the file has only {size} bytes'), None
+    return f'corrupt record data at offset {offset} (CRC32C mismatch)', end
+
+
+def _tail_copy(path: str, offset: int) -> str:
+  """Copies ``path[offset:]`` into a temporary file (TFRecordDataset cannot seek)."""
+  fd, tmp = tempfile.mkstemp(suffix='.tfrecord')
+  with os.fdopen(fd, 'wb') as out, tf.io.gfile.GFile(path, 'rb') as src:
+    src.seek(offset)
+    shutil.copyfileobj(src, out)
+  return tmp
+
+
+def read_records(path: str, *, skip_bad_records: bool = False,
+                 on_skip: Optional[Callable[[RecordError], None]] = None
+                 ) -> Iterator[tuple[int, bytes]]:
+  """Yields ``(record_index, serialized_bytes)`` for every record of a TFRecord file.
+
+  Args:
+    path: an uncompressed TFRecord file (WOMD's format); local or any filesystem
+      ``tf.io.gfile`` knows (gs://...).
+    skip_bad_records: report a truncated or corrupt record through ``on_skip`` and go
+      on with the next readable record instead of raising.
+    on_skip: receives one :class:`RecordError` per skipped record (or per unreadable
+      file tail).
+
+  Raises:
+    RecordError: ``field='record'``, naming the file and record index, for a truncated
+      or corrupt record (unless ``skip_bad_records``).
+  """
+  index, tmp = 0, None
+  try:
+    while True:
+      source = path if tmp is None else tmp
+      try:
+        for raw in tf.data.TFRecordDataset(source):
+          yield index, raw.numpy()
+          index += 1
+        return
+      except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
+        reason, next_offset = _diagnose(path, index)
+        err = RecordError(f'{reason} [{type(e).__name__}]', field='record', file=path,
+                          record_index=index)
+      if not skip_bad_records:
+        raise err
+      if on_skip is not None:
+        on_skip(err)
+      if next_offset is None:
+        return
+      # Resume after the bad record: the records of the tail copy keep their indices.
+      if tmp is not None:
+        os.remove(tmp)
+      index += 1
+      tmp = _tail_copy(path, next_offset)
+  finally:
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_records(path: str, records: Iterable[bytes]) -> int:
+  """Writes serialized records to an uncompressed TFRecord file; returns the count."""
+  count = 0
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record)
+      count += 1
+  return count
