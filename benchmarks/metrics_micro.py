@@ -33,14 +33,13 @@ def make_batch(batch: int, num_objects: int, num_points: int, seed: int = 0):
   for _ in range(batch):
     rg = testing.random_map(rng, num_points=num_points)
     ob = testing.objects_near_edges(rng, rg, num_objects)
-    t = 11
-    rep = lambda a: np.repeat(a[:, None], t, axis=1)
+    rep = lambda a: np.repeat(a[:, None], 11, axis=1)
     traj = builders.trajectory_from_arrays(
         x=rep(ob['x']), y=rep(ob['y']), z=rep(ob['z']), yaw=rep(ob['yaw']),
-        valid=np.ones((num_objects, t), bool), length=ob['length'], width=ob['width'])
+        valid=np.ones((num_objects, 11), bool), length=ob['length'], width=ob['width'])
     meta = builders.metadata_from_arrays(np.ones(num_objects, np.int32))
     state = builders.make_state(traj, meta, rg)
-    states.append(state.replace(timestep=jnp.asarray(t - 1, jnp.int32)))
+    states.append(state.replace(timestep=jnp.asarray(10, jnp.int32)))
   return builders.stack_states(states)
 
 

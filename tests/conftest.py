@@ -22,8 +22,8 @@ def two_lane_state():
   from spacer_jax.sim import builders
   t = 91
   steps = np.arange(t) * 0.1
-  x = np.stack([5.0 + 10.0 * steps, 20.0 + 8.0 * steps, 40.0 + 0.0 * steps])
-  y = np.stack([-1.75 * np.ones(t), 1.75 * np.ones(t), -1.75 * np.ones(t)])
+  x = np.stack([5.0 + 10.0 * steps, 20.0 + 8.0 * steps, 150.0 + 0.0 * steps])
+  y = np.stack([-1.75 * np.ones(t), 1.75 * np.ones(t), 1.75 * np.ones(t)])
   valid = np.ones((3, t), bool)
   valid[2, 60:] = False
   traj = builders.trajectory_from_arrays(

@@ -1,5 +1,7 @@
 """Sim agents: log replay, constant velocity and IDM along the logged path."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -32,15 +34,20 @@ def _scenario(x, y, yaw, valid, vel_x=None, vel_y=None, timestep=0, num_objects=
   return state.replace(timestep=jnp.asarray(timestep, jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
 def _rollout(agent, state, steps, controlled):
   """Closed-loop steps with ``agent`` on ``controlled`` ``(..., N)``; the rest replay
-  the log. Returns the final state."""
+  the log. Returns the final state. Compiled once per agent, shapes and length: the
+  IDM scenarios below share one shape (4 objects, 301 steps) to share the compile."""
   def body(s, _):
     upd = agent.select_update(s, None)
     sim = apply_trajectory_update(s, upd, controlled)
     return s.replace(sim_trajectory=sim, timestep=s.timestep + 1), None
   final, _ = jax.lax.scan(body, state, None, length=steps)
   return final
+
+
+IDM_T = 301  # 30 s: IDM needs ~20 s to approach 30 m/s from 5 m/s.
 
 
 def _stationary_and_follower(num_t, leader_x=150.0, follower_speed=15.0):
@@ -58,8 +65,7 @@ def _stationary_and_follower(num_t, leader_x=150.0, follower_speed=15.0):
 
 def test_log_replay_reproduces_the_log_exactly(two_lane_state):
   state = two_lane_state.replace(timestep=jnp.int32(10))
-  final = jax.jit(lambda s: _rollout(agents.LogReplayAgent(), s, 80,
-                                     s.object_metadata.is_valid))(state)
+  final = _rollout(agents.LogReplayAgent(), state, 80, state.object_metadata.is_valid)
   chex.assert_trees_all_equal(final.sim_trajectory, state.log_trajectory)
   assert int(final.timestep) == 90
 
@@ -101,7 +107,7 @@ def test_agents_at_batch_shapes(two_lane_state, name, batch, jit):
 
 def test_idm_vmaps_like_batching(two_lane_state):
   agent = agents.IDMAgent()
-  state = _batch(two_lane_state.replace(timestep=jnp.int32(10)), (3,))
+  state = _batch(two_lane_state.replace(timestep=jnp.int32(10)), (2,))
   chex.assert_trees_all_close(jax.vmap(agent.select_update)(state),
                               agent.select_update(state), atol=1e-5)
 
@@ -109,14 +115,13 @@ def test_idm_vmaps_like_batching(two_lane_state):
 # -- IDM -------------------------------------------------------------------------------
 
 def test_idm_free_road_accelerates_to_desired_speed():
-  num_t = 301  # 30 s: IDM needs ~20 s to approach 30 m/s from 5 m/s.
+  num_t = IDM_T
   t = np.arange(num_t) * 0.1
   x = 5.0 * t[None]
   zeros = np.zeros((1, num_t))
   state = _scenario(x, zeros, zeros, np.ones((1, num_t), bool),
-                    vel_x=np.full((1, num_t), 5.0), vel_y=zeros)
-  final = jax.jit(lambda s: _rollout(agents.IDMAgent(), s, num_t - 1, jnp.ones(1, bool)))(
-      state)
+                    vel_x=np.full((1, num_t), 5.0), vel_y=zeros, num_objects=4)
+  final = _rollout(agents.IDMAgent(), state, num_t - 1, jnp.array([True, False, False, False]))
   speed = np.asarray(final.sim_trajectory.speed[0])
   assert np.all(np.diff(speed) >= -1e-5)  # free road: never slows down
   assert np.all(np.diff(speed) <= 2.0 * 0.1 + 1e-5)  # at most max_accel
@@ -128,11 +133,13 @@ def test_idm_free_road_accelerates_to_desired_speed():
 
 
 def test_idm_stops_behind_stopped_leader():
-  """Measured: the follower stops with a 2.0 m bumper-to-bumper gap (IDM's s0)."""
-  num_t = 301
+  """Measured: the follower (15 m/s, accelerating) sees the leader at the 50 m
+  look-ahead at ~20 m/s, brakes (peak 18.5 m/s^2, IDM's unbounded braking) and stops
+  1.68 m behind it, just under IDM's s0 = 2 m; speed never negative."""
+  num_t = IDM_T
   state = _stationary_and_follower(num_t)
   controlled = jnp.array([True, False, False, False])  # the leader replays its log
-  final = jax.jit(lambda s: _rollout(agents.IDMAgent(), s, num_t - 1, controlled))(state)
+  final = _rollout(agents.IDMAgent(), state, num_t - 1, controlled)
   sim = final.sim_trajectory
   speed = np.asarray(sim.speed[0])
   gap = np.asarray(sim.x[1] - sim.x[0]) - 4.5  # centre distance minus two half lengths
@@ -145,13 +152,14 @@ def test_idm_stops_behind_stopped_leader():
 
 def test_idm_follows_slower_leader_without_collision():
   # Leader at 8 m/s starting 30 m ahead; follower at 15 m/s; same lane.
-  num_t = 201
+  num_t = IDM_T
   t = np.arange(num_t) * 0.1
   x = np.stack([15.0 * t, 30.0 + 8.0 * t])
   zeros = np.zeros((2, num_t))
   vel_x = np.stack([np.full(num_t, 15.0), np.full(num_t, 8.0)])
-  state = _scenario(x, zeros, zeros, np.ones((2, num_t), bool), vel_x=vel_x, vel_y=zeros)
-  final = _rollout(agents.IDMAgent(), state, num_t - 1, jnp.array([True, False]))
+  state = _scenario(x, zeros, zeros, np.ones((2, num_t), bool), vel_x=vel_x, vel_y=zeros,
+                    num_objects=4)
+  final = _rollout(agents.IDMAgent(), state, num_t - 1, jnp.array([True, False, False, False]))
   sim = final.sim_trajectory
   gap = np.asarray(sim.x[1] - sim.x[0]) - 4.5
   assert gap.min() > 2.0, gap.min()
@@ -160,17 +168,18 @@ def test_idm_follows_slower_leader_without_collision():
 
 
 def test_idm_follows_curved_logged_path_and_ignores_side_traffic():
-  # A quarter circle of radius 30 m at 6 m/s; a car parked 4 m outside the curve.
-  num_t = 91
+  # A circle of radius 30 m driven at 6 m/s (180 m logged); a car parked 4 m outside
+  # the curve. The first 40 steps keep the accelerating agent well inside the log.
+  num_t = IDM_T
   t = np.arange(num_t) * 0.1
   ang = 6.0 * t / 30.0
   x = np.stack([30 * np.sin(ang), np.full(num_t, 34 * np.sin(0.8))])
   y = np.stack([30 * (1 - np.cos(ang)), np.full(num_t, 30 - 34 * np.cos(0.8))])
   yaw = np.stack([ang, np.full(num_t, 0.8)])
-  state = _scenario(x, y, yaw, np.ones((2, num_t), bool), timestep=10)
-  final = _rollout(agents.IDMAgent(), state, 60, jnp.array([True, False]))
+  state = _scenario(x, y, yaw, np.ones((2, num_t), bool), num_objects=4)
+  final = _rollout(agents.IDMAgent(), state, num_t - 1, jnp.array([True, False, False, False]))
   sim = final.sim_trajectory
-  steps = np.arange(10, 71)
+  steps = np.arange(0, 41)
   radius = np.hypot(sim.x[0, steps], sim.y[0, steps] - 30.0)
   np.testing.assert_allclose(radius, 30.0, atol=0.05)  # on the logged arc (chord error)
   speed = np.asarray(sim.speed[0, steps])
@@ -183,11 +192,16 @@ def test_idm_leader_detection_geometry():
   state = _stationary_and_follower(91, leader_x=20.0)
   state = state.replace(timestep=jnp.int32(0))
   agent = agents.IDMAgent()
-  points, arc, has_path = idm.logged_paths(state.log_trajectory)
+
+  @jax.jit
+  def detect(state):
+    points, arc, has_path = idm.logged_paths(state.log_trajectory)
+    cur = state.current_sim_trajectory
+    s = idm.project_onto_path(points, arc, jnp.stack([cur.x[:, 0], cur.y[:, 0]], -1))
+    return arc, has_path, agent.find_leaders(state, points, arc, s, cur.yaw[:, 0])
+
+  arc, has_path, (has, gap, lead_speed) = detect(state)
   np.testing.assert_array_equal(has_path, [True, True, False, False])
-  cur = state.current_sim_trajectory
-  s = idm.project_onto_path(points, arc, jnp.stack([cur.x[:, 0], cur.y[:, 0]], -1))
-  has, gap, lead_speed = agent.find_leaders(state, points, arc, s, cur.yaw[:, 0])
   assert bool(has[0]) and not bool(has[1])
   np.testing.assert_allclose(gap[0], 20.0 - 4.5, atol=1e-4)
   np.testing.assert_allclose(lead_speed[0], 0.0)

@@ -147,3 +147,21 @@ def test_observe_shapes_and_frames(two_lane_state):
   rel = np.asarray(obs.objects_xy[0, 1, 0])
   assert rel[0] > 0 and rel[1] > 0
   assert bool(obs.ego_valid[0]) and not bool(obs.ego_valid[5])
+
+
+def test_registry_names_every_simulator_metric(two_lane_state):
+  names = ('overlap', 'offroad', 'log_divergence', 'kinematic_infeasibility',
+           'distance_to_nearest_object', 'time_to_collision', 'distance_to_road_edge',
+           'red_light_violation', 'wrong_way', 'progression', 'off_route')
+  assert set(names) <= set(registry.registered_metrics())
+  env = _env(metrics=names)
+  state = env.reset(two_lane_state)
+  state = env.step_with_update(
+      state, agents.get_sim_agent('log_replay').select_update(state, jax.random.PRNGKey(0)))
+  results = jax.jit(env.metrics)(state)
+  for name in names:
+    chex.assert_shape(results[name].value, (8,))
+  # Logged motion is feasible and collision-free; the cars are valid.
+  assert not bool(jnp.any(results['kinematic_infeasibility'].value[:3] > 0))
+  assert bool(jnp.all(results['kinematic_infeasibility'].valid[:3]))
+  assert not bool(jnp.any(results['overlap'].value > 0))

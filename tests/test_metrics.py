@@ -10,6 +10,9 @@ from spacer_jax.sim.datatypes import Paths, TrafficLightStates
 from spacer_jax.sim.metrics import registry, road_edges
 from spacer_jax.sim.metrics.base import MetricResult
 
+# A small index keeps the tests fast; the default sizes are exercised by the agreement test.
+SMALL = road_edges.RoadEdgeIndexConfig(grid_size=16, block_size=4, candidates_per_cell=16,
+                                       candidates_per_block=64)
 STRAIGHT_EDGE = [builders.Polyline(np.array([[-50.0, 0.0], [50.0, 0.0]]), 15, 1)]
 
 
@@ -68,7 +71,8 @@ def test_offroad_known(use_index):
   # Edge along +x at y = 0, road on the left (y > 0). Boxes 4 x 2, yaw 0.
   s = boxes_state([0.0, 0.0, 0.0, 0.0], [5.0, -3.0, 0.5, 1.0])
   if use_index:
-    s = s.replace(road_edge_index=road_edges.build_road_edge_index(s.roadgraph_points))
+    s = s.replace(road_edge_index=jax.jit(road_edges.build_road_edge_index, static_argnums=1)(
+        s.roadgraph_points, SMALL))
   v, ok = value(registry.get_metric('offroad')(s))
   np.testing.assert_array_equal(v, [0, 1, 1, 0])  # The last one touches: 0 is not > 0.
   d, _ = value(registry.get_metric('distance_to_road_edge')(s))
@@ -81,7 +85,8 @@ def test_offroad_without_road_edges_is_invalid():
   s = boxes_state([0.0], [0.0], roadgraph=builders.roadgraph_from_polylines(lane, 256))
   for name in ('offroad', 'distance_to_road_edge'):
     assert not value(registry.get_metric(name)(s))[1].any()
-  s = s.replace(road_edge_index=road_edges.build_road_edge_index(s.roadgraph_points))
+  s = s.replace(road_edge_index=jax.jit(road_edges.build_road_edge_index, static_argnums=1)(
+        s.roadgraph_points, SMALL))
   assert not value(registry.get_metric('offroad')(s))[1].any()
 
 
@@ -212,14 +217,15 @@ def _batched(state, shape):
       lambda a: jnp.broadcast_to(a, shape + a.shape), state)
 
 
-@pytest.mark.parametrize('batch', [(), (2,), (2, 1)])
-@pytest.mark.parametrize('jit', [False, True])
-@pytest.mark.parametrize('use_index', [False, True])
+@pytest.mark.parametrize('batch,jit,use_index', [
+    ((), False, True), ((), False, False), ((), True, False), ((2,), True, True),
+    ((2, 1), True, True), ((2, 1), True, False)])
 def test_all_metrics_batch_shapes(batch, jit, use_index):
   base = _rich_state()
   if use_index:
     base = base.replace(
-        road_edge_index=road_edges.build_road_edge_index(base.roadgraph_points))
+        road_edge_index=jax.jit(road_edges.build_road_edge_index, static_argnums=1)(
+            base.roadgraph_points, SMALL))
   expected = registry.run_metrics(base, ALL)
   state = _batched(base, batch)
   run = (jax.jit(registry.run_metrics, static_argnums=1) if jit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spacer_jax.data.generator import signals
+from spacer_jax.data.generator import safety, signals
 from spacer_jax.data.generator.config import GeneratorConfig
 from spacer_jax.data.generator.lanes import RouteTable
 from spacer_jax.data.generator.maps import RoadMap
@@ -136,13 +136,25 @@ def to_state(rng: np.random.Generator, road: RoadMap, tab: RouteTable, roll: Rol
   vx = vx + np.gradient(nx, DT, axis=1)
   vy = vy + np.gradient(ny, DT, axis=1)
   yaw = wrap(yaw + nyaw)
-  valid = roll.active
+  valid = roll.active.copy()
   types = roll.agents.type
+  ag = roll.agents
+  # Drop one agent of every overlapping pair (keeping one pair if noise asks for it).
+  keep_one = rng.random() < config.collision_noise_rate
+  for _ in range(4):
+    pairs = safety.overlapping_pairs(x, y, yaw, ag.length, ag.width, valid)
+    if keep_one and len(pairs):
+      pairs = pairs[1:]
+    if not len(pairs):
+      break
+    # Drop the agent of each pair that was seen for fewer steps (arrivals, leavers).
+    steps = valid.sum(1)
+    drop = np.where(steps[pairs[:, 0]] < steps[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    valid[drop] = False
   current = min(10, t - 1)
   order, _, modeled = select_objects(rng, x, y, valid, types, roll.v,
                                      config.num_objects, current,
                                      config.max_tracks_to_predict)
-  ag = roll.agents
   traj = builders.trajectory_from_arrays(
       x[order], y[order], yaw[order], valid[order], length=ag.length[order],
       width=ag.width[order], height=ag.height[order], vel_x=vx[order], vel_y=vy[order],

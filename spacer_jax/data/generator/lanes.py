@@ -66,9 +66,11 @@ def enumerate_routes(lanes: dict[int, Lane], starts: list[int],
   while stack:
     path = stack.pop()
     succ = lanes[path[-1]].successors
-    if not succ or len(path) >= max_lanes:
+    if not succ:
       routes.append(path)
       continue
+    if len(path) >= max_lanes:
+      continue  # never ends inside the map (e.g. circling a roundabout): drop it
     for nxt in succ:
       if nxt not in path:
         stack.append(path + [nxt])

@@ -72,8 +72,8 @@ class RoadMap:
 
   def lane_polylines(self) -> list[Polyline]:
     """Lane centrelines that belong in the roadgraph."""
-    return [Polyline(l.xy, l.kind, l.id) for l in self.lanes.values()
-            if l.in_roadgraph and l.agent == 'veh']
+    return [Polyline(ln.xy, ln.kind, ln.id) for ln in self.lanes.values()
+            if ln.in_roadgraph and ln.agent == 'veh']
 
 
 @dataclass
@@ -186,7 +186,7 @@ def straight_road(rng: np.random.Generator, curved: bool = False) -> RoadMap:
   speed = rng.uniform(25.0, 31.0) if freeway else rng.uniform(11.0, 17.0)
   c = build_corridor(m, ref, n_fwd, n_bwd, _lane_width(rng), speed,
                      kind=1 if freeway else 2, median=median, walk=not freeway)
-  m.entries = [l.id for l in c.fwd + c.bwd]
+  m.entries = [ln.id for ln in c.fwd + c.bwd]
   m.center = ref[len(ref) // 2]
   return m
 
@@ -260,7 +260,7 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
       if minor:
         side = geo.normals(lane.xy)[-1]
         m.add_feature(lane.xy[-1:] - side * (w / 2 + 0.8), int(T.STOP_SIGN))
-    m.entries += [l.id for l in c.fwd]
+    m.entries += [ln.id for ln in c.fwd]
     info[k] = (u, c, d_curb, minor)
   # Curb returns between neighbouring arms (road on the left: they turn right).
   for k in arm_ids:
@@ -317,12 +317,12 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
       src.successors.append(conn.id)
       connectors.append(conn)
     if arms == 4:
-      groups[k % 2] += [l.id for l in c.fwd]
+      groups[k % 2] += [ln.id for ln in c.fwd]
   for a_ in connectors:
     for b_ in connectors:
       if a_.id < b_.id and a_.successors != b_.successors and not (
-          set(l.id for l in m.lanes.values() if a_.id in l.successors)
-          & set(l.id for l in m.lanes.values() if b_.id in l.successors)):
+          set(ln.id for ln in m.lanes.values() if a_.id in ln.successors)
+          & set(ln.id for ln in m.lanes.values() if b_.id in ln.successors)):
         m.zone_pairs.add((a_.id, b_.id))
   # Crosswalks across every arm; with signals, people cross an arm while its traffic
   # is held (the other axis is green).
@@ -332,11 +332,154 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
                               signal=arms == 4)
     if arms == 4:
       groups[(k + 1) % 2] += appr
-    crossings = [l for l in m.lanes.values() if l.agent == 'ped' and l.junction
-                 and any(l.id in m.lanes[a].successors for a in appr)]
-    veh = [l for l in m.lanes.values() if l.agent == 'veh']
+    crossings = [ln for ln in m.lanes.values() if ln.agent == 'ped' and ln.junction
+                 and any(ln.id in m.lanes[a].successors for a in appr)]
+    veh = [ln for ln in m.lanes.values() if ln.agent == 'veh']
     for cl in crossings:
       for vl in veh:
         m.zone_pairs.add((cl.id, vl.id))
   m.signal_groups = groups if arms == 4 else []
+  return m
+
+
+def merge(rng: np.random.Generator) -> RoadMap:
+  """A multi-lane road with an on-ramp joining its rightmost lane (zipper/yield merge).
+
+  The main road's forward lanes are split at the join so lanes stay index-aligned
+  (lane changes) and the ramp can share the downstream lane. The right edge runs along
+  the main road to the gore, then back along the ramp's left side.
+  """
+  m = RoadMap('merge')
+  w = _lane_width(rng)
+  n = int(rng.integers(2, 4))
+  n_bwd = n if rng.random() < 0.5 else 0
+  median = rng.uniform(1.0, 2.5) if n_bwd else 0.0
+  speed = rng.uniform(20.0, 29.0)
+  x0, xj, x1 = -rng.uniform(130, 170), 0.0, rng.uniform(120, 170)
+  up = geo.line([x0, 0.0], [xj, 0.0])
+  down = geo.line([xj, 0.0], [x1, 0.0])
+  cu = build_corridor(m, up, n, 0, w, speed, kind=1, median=median, edges=(False, False),
+                      walk=False)
+  cd = build_corridor(m, down, n, 0, w, speed, kind=1, median=median, edges=(True, False),
+                      walk=False)
+  for a, b in zip(cu.fwd, cd.fwd):
+    a.successors = [b.id]
+  m.entries = [ln.id for ln in cu.fwd]
+  if n_bwd:
+    full = geo.line([x0, 0.0], [x1, 0.0])
+    cb = build_corridor(m, full, 0, n_bwd, w, speed, kind=1, median=median,
+                        edges=(False, True), walk=False)
+    m.entries += [ln.id for ln in cb.bwd]
+  else:
+    m.add_feature(geo.line([x1, 0.0], [x0, 0.0]), EDGE)
+  # Ramp: a straight approach then a tangent-continuous curve onto the right lane.
+  lane_y = -(median + (n - 0.5) * w)
+  ramp_len = rng.uniform(110.0, 150.0)
+  lat = rng.uniform(18.0, 28.0)
+  ang = rng.uniform(0.12, 0.2)
+  p0 = np.array([xj - ramp_len, lane_y - lat])
+  approach = geo.line(p0 - 50.0 * _unit(ang), p0)
+  curve = geo.hermite(p0, ang, [xj, lane_y], 0.0, tension=1.0)
+  ramp_xy = geo.resample(geo.concat(approach, curve), 0.5)
+  ramp = m.add_lane(ramp_xy, kind=1, speed_limit=speed * 0.75, priority=1)
+  ramp.successors = [cd.fwd[-1].id]
+  m.entries.append(ramp.id)
+  half = median + n * w
+  left = geo.offset(ramp_xy, w / 2)
+  gore = np.nonzero(left[:, 1] > -half)[0]
+  g = gore[0] if len(gore) else len(left) - 1
+  gx = left[g, 0]
+  main_edge = geo.line([x0, -half], [gx, -half])
+  m.add_feature(geo.concat(main_edge, left[:g][::-1]), EDGE)
+  right = geo.offset(ramp_xy, -w / 2)
+  m.add_feature(right, EDGE)
+  m.center = np.array([xj, lane_y])
+  theta = rng.uniform(-np.pi, np.pi)
+  shift = rng.normal(0, 20, 2)
+  for lane in m.lanes.values():
+    lane.xy = geo.transform(lane.xy, theta, shift)
+  m.features = [Polyline(geo.transform(f.xyz, theta, shift), f.type, f.id)
+                for f in m.features]
+  m.center = geo.transform(m.center[None], theta, shift)[0]
+  return m
+
+
+def roundabout(rng: np.random.Generator) -> RoadMap:
+  """A single-lane roundabout (counter-clockwise) with 3-4 two-way arms.
+
+  Entering traffic yields to circulating traffic where it joins the ring; the ring is
+  split into lanes between consecutive entry/exit points. The island edge runs
+  clockwise and the outer edge counter-clockwise, so the ring is on both edges' left.
+  """
+  m = RoadMap('roundabout')
+  c = rng.normal(0, 10, 2)
+  m.center = c
+  radius = rng.uniform(15.0, 21.0)
+  ring_w = 5.5
+  w = 4.0
+  n_arms = int(rng.choice([3, 4], p=[0.3, 0.7]))
+  theta0 = rng.uniform(-np.pi, np.pi)
+  thetas = theta0 + np.arange(n_arms) * 2 * np.pi / n_arms
+  speed = rng.uniform(11.0, 14.0)
+  d_arm = radius + ring_w / 2 + 9.0   # arms end here (start of the flare)
+  spacing = 2 * np.pi / n_arms
+  delta = min(0.55 * 17.0 / radius, 0.28 * spacing)  # angular offset of entry/exit joins
+  outer = radius + ring_w / 2
+  arms = []
+  for th in thetas:
+    u = _unit(th)
+    length = rng.uniform(80.0, 120.0)
+    ref = geo.line(c + (d_arm + length) * u, c + d_arm * u, 0.5)
+    cor = build_corridor(m, ref, 1, 1, w, speed)
+    m.entries.append(cor.fwd[0].id)
+    arms.append(cor)
+  # Ring lanes between consecutive nodes (exit before entry at each arm, CCW order).
+  nodes = []
+  for k, th in enumerate(thetas):
+    nodes += [(th - delta, 'exit', k), (th + delta, 'entry', k)]
+  ring = []
+  for i, (a0, _, _) in enumerate(nodes):
+    a1 = nodes[(i + 1) % len(nodes)][0]
+    if a1 <= a0:
+      a1 += 2 * np.pi
+    ring.append(m.add_lane(geo.arc(c, radius, a0, a1), speed_limit=speed * 0.7))
+  for i, lane in enumerate(ring):
+    lane.successors = [ring[(i + 1) % len(ring)].id]
+  for i, (ang, kind, k) in enumerate(nodes):
+    tangent = ang + np.pi / 2
+    p = c + radius * _unit(ang)
+    if kind == 'entry':
+      src = arms[k].fwd[0]
+      conn = m.add_lane(geo.hermite(src.xy[-1], thetas[k] + np.pi, p, tangent,
+                                    tension=1.1), speed_limit=speed * 0.7, junction=True,
+                        priority=1)
+      src.successors = [conn.id]
+      conn.successors = [ring[i].id]
+    else:
+      dst = arms[k].bwd[0]
+      conn = m.add_lane(geo.hermite(p, tangent, dst.xy[0], thetas[k], tension=1.1),
+                        speed_limit=speed * 0.7, junction=True)
+      # ring[i - 1] ends at this exit node.
+      ring[i - 1].successors.append(conn.id)
+      conn.successors = [dst.id]
+  # Island edge clockwise; outer edge pieces from each arm's right edge around the
+  # ring to the next arm's left edge.
+  island = radius - ring_w / 2
+  m.add_feature(geo.arc(c, island, theta0 + 2 * np.pi, theta0), EDGE)
+  for k, th in enumerate(thetas):
+    th1 = thetas[(k + 1) % n_arms]
+    if th1 <= th:
+      th1 += 2 * np.pi
+    u, u1 = _unit(th), _unit(th1)
+    n, n1 = np.array([-u[1], u[0]]), np.array([-u1[1], u1[0]])
+    a = c + d_arm * u + arms[k].half_fwd * n
+    b = c + d_arm * u1 - arms[(k + 1) % n_arms].half_bwd * n1
+    off = min(1.6 * delta, 0.45 * spacing)
+    g0, g1 = th + off, th1 - off
+    p0, p1 = c + outer * _unit(g0), c + outer * _unit(g1)
+    curb = geo.concat(
+        geo.hermite(a, th + np.pi, p0, g0 + np.pi / 2, tension=1.0),
+        geo.arc(c, outer, g0, g1),
+        geo.hermite(p1, g1 + np.pi / 2, b, th1, tension=1.0))
+    m.add_feature(geo.resample(curb, 0.5), EDGE)
   return m

@@ -43,8 +43,8 @@ def populate(rng: np.random.Generator, road: RoadMap, tab: RouteTable, max_agent
   for lane in lanes.values():
     for sc in lane.successors:
       merge_into[sc] = merge_into.get(sc, 0) + 1
-  # Congestion level of the scenario: 0.6 (dense) .. 2.2 (sparse) headway multiplier.
-  spread = rng.uniform(0.6, 2.2) / density
+  # Congestion level of the scenario: 0.5 (dense) .. 1.4 (sparse) headway multiplier.
+  spread = rng.uniform(0.5, 1.4) / density
   types, routes, ss, vs, act, spawn = [], [], [], [], [], []
 
   def add(t, r, s, v, a, sp):
@@ -55,8 +55,8 @@ def populate(rng: np.random.Generator, road: RoadMap, tab: RouteTable, max_agent
     act.append(a)
     spawn.append(sp)
 
-  veh_lanes = [l for l in lanes.values() if l.agent == 'veh' and not l.junction
-               and l.id in by_lane]
+  veh_lanes = [ln for ln in lanes.values() if ln.agent == 'veh' and not ln.junction
+               and ln.id in by_lane]
   rng.shuffle(veh_lanes)
   for lane in veh_lanes:
     length = lane.length
@@ -96,10 +96,10 @@ def populate(rng: np.random.Generator, road: RoadMap, tab: RouteTable, max_agent
       add(VEHICLE, k, 6.5, vlim, False, int(t / 0.1))
       t += rng.exponential(1 / rate)
   if pedestrians:
-    walk = [l for l in lanes.values() if l.agent == 'ped' and l.id in by_lane
-            and not l.junction]
+    walk = [ln for ln in lanes.values() if ln.agent == 'ped' and ln.id in by_lane
+            and not ln.junction]
     n_ped = 0
-    budget = int(rng.integers(0, 14))
+    budget = int(rng.integers(2, 16))
     rng.shuffle(walk)
     for lane in walk:
       pos = rng.uniform(0, 40.0)

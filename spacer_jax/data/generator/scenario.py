@@ -14,6 +14,8 @@ FAMILY_BUILDERS = {
     'curved': lambda rng: maps.straight_road(rng, curved=True),
     'intersection': lambda rng: maps.junction(rng, arms=4),
     't_junction': lambda rng: maps.junction(rng, arms=3),
+    'merge': maps.merge,
+    'roundabout': maps.roundabout,
 }
 
 
@@ -44,7 +46,7 @@ def generate_scenario(seed: int, config: GeneratorConfig = GeneratorConfig()
   steps = warm + config.num_timesteps
   lights = signals.phase_plan(rng, road.signal_groups, steps)
   starts = road.entries + road.ped_entries
-  routes = enumerate_routes(road.lanes, starts)
+  routes = enumerate_routes(road.lanes, starts, max_lanes=16)
   tab = build_route_table(road.lanes, routes, 0.5, road.zone_pairs)
   max_agents = int(config.num_objects * 1.5) + 8
   place = population.populate(rng, road, tab, max_agents, steps, config.density,

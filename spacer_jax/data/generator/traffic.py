@@ -168,7 +168,7 @@ class TrafficSim:
         self.stop_sign[i, j] = ctl == 'stop'
     self.light_lanes = np.array(sorted(self.lights), np.int64)
     if len(self.light_lanes):
-      self.light_table = np.stack([self.lights[l] for l in self.light_lanes])
+      self.light_table = np.stack([self.lights[ln] for ln in self.light_lanes])
 
   # ---------------------------------------------------------------------------------
   def _obstacles(self, step: int) -> np.ndarray:

@@ -36,12 +36,25 @@ _EXTENSION = 1000.0
 _EPS = 1e-6
 
 
+def _argmin_last(a: jax.Array) -> jax.Array:
+  """First index of the minimum over the last axis (int32).
+
+  Same result as ``jnp.argmin`` for NaN-free input, but a min followed by a masked
+  index-min fuses into plain reductions, several times faster on CPU than XLA's
+  variadic argmin reduction on the ``(N, N, K)`` arrays used here.
+  """
+  size = a.shape[-1]
+  is_min = a <= jnp.min(a, axis=-1, keepdims=True)
+  return jnp.min(jnp.where(is_min, jnp.arange(size, dtype=jnp.int32), size), axis=-1)
+
+
 def logged_paths(log: Trajectory) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Each object's logged path as an arc-length parametrised polyline.
 
-  The valid logged positions in time order, padded by repeating the last one
-  (zero-length segments), then one point 1 km further along the last valid logged yaw
-  so that driving past the end of the log continues straight.
+  One point per logged step: a step where the object is not valid repeats the previous
+  valid position (the first valid one before it has any), which only adds zero-length
+  segments. A last point 1 km further along the last valid logged yaw makes driving
+  past the end of the log continue straight.
 
   Args:
     log: logged trajectory ``(..., N, T)``.
@@ -53,21 +66,21 @@ def logged_paths(log: Trajectory) -> tuple[jax.Array, jax.Array, jax.Array]:
   """
   valid = log.valid
   num_t = valid.shape[-1]
-  # A stable sort on "invalid" moves the valid steps to the front, keeping time order.
-  order = jnp.argsort(~valid, axis=-1, stable=True)
-  xy = jnp.take_along_axis(log.xy, order[..., None], axis=-2)
-  yaw = jnp.take_along_axis(log.yaw, order, axis=-1)
-  count = jnp.sum(valid, axis=-1)
-  last = jnp.maximum(count - 1, 0)[..., None]
-  last_xy = jnp.take_along_axis(xy, last[..., None], axis=-2)  # (..., N, 1, 2)
-  last_yaw = jnp.take_along_axis(yaw, last, axis=-1)  # (..., N, 1)
-  keep = (jnp.arange(num_t) < count[..., None])[..., None]
-  xy = jnp.where(keep, xy, last_xy)
+  steps = jnp.arange(num_t, dtype=jnp.int32)
+  # Forward-fill the index of the latest valid step (a cumulative max, no sort).
+  latest = jax.lax.cummax(jnp.where(valid, steps, -1), axis=valid.ndim - 1)
+  first = jnp.min(jnp.where(valid, steps, num_t - 1), axis=-1, keepdims=True)
+  index = jnp.where(latest >= 0, latest, first)
+  xy = jnp.take_along_axis(log.xy, jnp.broadcast_to(index[..., None], index.shape + (2,)),
+                           axis=-2)
+  last = index[..., -1:]
+  last_xy = xy[..., -1:, :]
+  last_yaw = jnp.take_along_axis(log.yaw, last, axis=-1)  # (..., N, 1)
   heading = jnp.stack([jnp.cos(last_yaw), jnp.sin(last_yaw)], axis=-1)
   points = jnp.concatenate([xy, last_xy + _EXTENSION * heading], axis=-2)
   seg_len = jnp.linalg.norm(jnp.diff(points, axis=-2), axis=-1)
   arc = jnp.concatenate([jnp.zeros_like(seg_len[..., :1]), jnp.cumsum(seg_len, -1)], -1)
-  return points, arc, count > 0
+  return points, arc, jnp.any(valid, axis=-1)
 
 
 def _gather_points(points: jax.Array, index: jax.Array) -> jax.Array:
@@ -106,11 +119,28 @@ def project_onto_path(points: jax.Array, arc: jax.Array, xy: jax.Array) -> jax.A
   rel = xy[..., None, :] - a
   frac = jnp.clip(jnp.sum(rel * ab, -1) / jnp.maximum(len2, _EPS), 0.0, 1.0)
   dist2 = jnp.sum((rel - frac[..., None] * ab) ** 2, axis=-1)
-  best = jnp.argmin(dist2, axis=-1)[..., None]
+  best = _argmin_last(dist2)[..., None]
   seg_len = jnp.sqrt(len2)
   s = (jnp.take_along_axis(arc[..., :-1], best, -1)
        + jnp.take_along_axis(frac * seg_len, best, -1))
   return s[..., 0]
+
+
+def _overlap_from_trig(d: jax.Array, cos1: jax.Array, sin1: jax.Array, half_l1: jax.Array,
+                       half_w1: jax.Array, cos2: jax.Array, sin2: jax.Array,
+                       half_l2: jax.Array, half_w2: jax.Array) -> jax.Array:
+  """Separating-axis test from the centre offset ``d = c2 - c1`` ``(..., 2)`` and each
+  box's heading as cos/sin (no transcendentals on the broadcast pair arrays)."""
+  # |cos| and |sin| of the relative heading; a box's half-extent along the other's axes
+  # is hl |cos| + hw |sin| (heading axis) or hl |sin| + hw |cos| (lateral axis).
+  abs_c = jnp.abs(cos1 * cos2 + sin1 * sin2)
+  abs_s = jnp.abs(cos1 * sin2 - sin1 * cos2)
+  dx, dy = d[..., 0], d[..., 1]
+  on_u1 = jnp.abs(dx * cos1 + dy * sin1) < half_l1 + half_l2 * abs_c + half_w2 * abs_s
+  on_v1 = jnp.abs(dy * cos1 - dx * sin1) < half_w1 + half_l2 * abs_s + half_w2 * abs_c
+  on_u2 = jnp.abs(dx * cos2 + dy * sin2) < half_l2 + half_l1 * abs_c + half_w1 * abs_s
+  on_v2 = jnp.abs(dy * cos2 - dx * sin2) < half_w2 + half_l1 * abs_s + half_w1 * abs_c
+  return on_u1 & on_v1 & on_u2 & on_v2
 
 
 def boxes_overlap(c1: jax.Array, yaw1: jax.Array, half_l1: jax.Array, half_w1: jax.Array,
@@ -118,24 +148,12 @@ def boxes_overlap(c1: jax.Array, yaw1: jax.Array, half_l1: jax.Array, half_w1: j
                   ) -> jax.Array:
   """Separating-axis test of two rotated rectangles; broadcasts over leading dims.
 
-  Centres ``(..., 2)``, yaws and half sizes ``(...)``. True only where the boxes'
-  projections overlap by a strictly positive margin on all four axes.
+  Centres ``(..., 2)`` metres, yaws ``(...)`` radians, half sizes ``(...)`` metres.
+  True only where the projections overlap by a strictly positive margin on all four
+  axes (touching boxes do not overlap).
   """
-  d = c2 - c1
-  cos1, sin1 = jnp.cos(yaw1), jnp.sin(yaw1)
-  cos2, sin2 = jnp.cos(yaw2), jnp.sin(yaw2)
-  abs_c = jnp.abs(jnp.cos(yaw2 - yaw1))
-  abs_s = jnp.abs(jnp.sin(yaw2 - yaw1))
-  # Half-extent of a box along another box's axes is hl |cos| + hw |sin| (or swapped).
-  on_u1 = jnp.abs(d[..., 0] * cos1 + d[..., 1] * sin1) < (
-      half_l1 + half_l2 * abs_c + half_w2 * abs_s)
-  on_v1 = jnp.abs(-d[..., 0] * sin1 + d[..., 1] * cos1) < (
-      half_w1 + half_l2 * abs_s + half_w2 * abs_c)
-  on_u2 = jnp.abs(d[..., 0] * cos2 + d[..., 1] * sin2) < (
-      half_l2 + half_l1 * abs_c + half_w1 * abs_s)
-  on_v2 = jnp.abs(-d[..., 0] * sin2 + d[..., 1] * cos2) < (
-      half_w2 + half_l1 * abs_s + half_w1 * abs_c)
-  return on_u1 & on_v1 & on_u2 & on_v2
+  return _overlap_from_trig(c2 - c1, jnp.cos(yaw1), jnp.sin(yaw1), half_l1, half_w1,
+                            jnp.cos(yaw2), jnp.sin(yaw2), half_l2, half_w2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +237,12 @@ class IDMAgent(SimAgent):
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The nearest object in each agent's look-ahead boxes.
 
+    For each agent i and object j only the look-ahead box whose centre is nearest to
+    j, and its two neighbours, are tested: a box that overlaps j lies within a
+    box-and-object radius of it, and with boxes closer together than a car length
+    the nearest one and its neighbours are those. This keeps the exact separating-axis
+    test to ``3 N^2`` box pairs instead of ``K N^2``.
+
     Args:
       state: batch shape ``(...)``.
       points, arc: paths from :func:`logged_paths`.
@@ -227,45 +251,60 @@ class IDMAgent(SimAgent):
 
     Returns:
       ``(has_leader, gap, lead_speed)``, each ``(..., N)``: bumper-to-bumper gap in
-      metres along the path, and the leader's velocity along the path (>= 0), m/s.
+      metres along the path (0 without a leader), and the leader's velocity along the
+      path (>= 0), m/s.
     """
     cur = state.current_sim_trajectory
-    x, y = cur.x[..., 0], cur.y[..., 0]
-    half_l, half_w = cur.length[..., 0] / 2, cur.width[..., 0] / 2
-    k = self.num_lookahead_boxes
-    ahead = self.lookahead_distance * jnp.arange(1, k + 1, dtype=jnp.float32) / k
-    s_box = s[..., None] + ahead  # (..., N, K)
-    centres = point_at(points, arc, s_box)  # (..., N, K, 2)
-    box_yaw = self._heading_at(points, arc, s_box, yaw[..., None])  # (..., N, K)
+    col = lambda a: a[..., 0]
+    obj_xy = jnp.stack([col(cur.x), col(cur.y)], -1)  # (..., N, 2)
+    half_l, half_w = col(cur.length) / 2, col(cur.width) / 2
+    obj_cos, obj_sin = jnp.cos(col(cur.yaw)), jnp.sin(col(cur.yaw))
+    num_boxes = self.num_lookahead_boxes
+    ahead = self.lookahead_distance * jnp.arange(1, num_boxes + 1, dtype=jnp.float32)
+    ahead = ahead / num_boxes
+    centres = point_at(points, arc, s[..., None] + ahead)  # (..., N, K, 2)
+    box_yaw = self._heading_at(points, arc, s[..., None] + ahead, yaw[..., None])
 
-    # Agent i's box k against object j: arrays (..., N_i, K, N_j).
-    obj_xy = jnp.stack([x, y], -1)[..., None, None, :, :]
-    overlap = boxes_overlap(
-        centres[..., :, :, None, :], box_yaw[..., None], half_l[..., None, None],
-        half_w[..., None, None], obj_xy, cur.yaw[..., 0][..., None, None, :],
-        half_l[..., None, None, :], half_w[..., None, None, :])
-    cos_b, sin_b = jnp.cos(box_yaw)[..., None], jnp.sin(box_yaw)[..., None]
-    offset = obj_xy - centres[..., :, :, None, :]
-    along = ahead[:, None] + offset[..., 0] * cos_b + offset[..., 1] * sin_b
-    rel_yaw = cur.yaw[..., 0][..., None, None, :] - box_yaw[..., None]
-    lead_half = (half_l[..., None, None, :] * jnp.abs(jnp.cos(rel_yaw))
-                 + half_w[..., None, None, :] * jnp.abs(jnp.sin(rel_yaw)))
-    gap = along - half_l[..., None, None] - lead_half
-    lead_speed = (cur.vel_x[..., 0][..., None, None, :] * cos_b
-                  + cur.vel_y[..., 0][..., None, None, :] * sin_b)
+    # Nearest box of agent i to object j: (..., N_i, N_j).
+    dx = obj_xy[..., None, :, None, 0] - centres[..., :, None, :, 0]  # (..., i, j, K)
+    dy = obj_xy[..., None, :, None, 1] - centres[..., :, None, :, 1]
+    nearest = _argmin_last(dx * dx + dy * dy)
+    n = obj_xy.shape[-2]
+    tried = jnp.clip(nearest[..., None] + jnp.arange(-1, 2), 0, num_boxes - 1)  # (.., i, j, 3)
+    flat = tried.reshape(tried.shape[:-2] + (n * 3,))  # (..., N_i, 3 N_j)
 
-    n = x.shape[-1]
-    not_self = ~jnp.eye(n, dtype=bool)[:, None, :]
-    # Only objects ahead of the agent's centre: a tailgater clipping the first box is
-    # not a leader.
-    candidate = (overlap & not_self & (along > 0)
-                 & cur.valid[..., 0][..., None, None, :])
-    flat = lambda a: a.reshape(a.shape[:-2] + (-1,))
-    masked_gap = flat(jnp.where(candidate, gap, jnp.inf))
-    best = jnp.argmin(masked_gap, axis=-1)[..., None]
-    has_leader = jnp.any(flat(candidate), axis=-1)
+    def per_box(a):  # (..., N_i, K) -> (..., N_i, N_j, 3)
+      return jnp.take_along_axis(a, flat, axis=-1).reshape(tried.shape)
+
+    box_cx, box_cy = per_box(centres[..., 0]), per_box(centres[..., 1])
+    box_cos, box_sin = per_box(jnp.cos(box_yaw)), per_box(jnp.sin(box_yaw))
+    ex = lambda a: a[..., None, :, None]  # object j's (..., N_j) -> (..., 1, N_j, 1)
+    me = lambda a: a[..., :, None, None]  # agent i's (..., N_i) -> (..., N_i, 1, 1)
+    d = jnp.stack([ex(obj_xy[..., 0]) - box_cx, ex(obj_xy[..., 1]) - box_cy], -1)
+    overlap = jnp.any(_overlap_from_trig(
+        d, box_cos, box_sin, me(half_l), me(half_w), ex(obj_cos), ex(obj_sin),
+        ex(half_l), ex(half_w)), axis=-1)  # (..., N_i, N_j)
+
+    # Along-path distance of j's centre from i's centre, measured in the nearest box.
+    mid = lambda a: a[..., 1]
+    along = (jnp.take(ahead, nearest) + mid(d)[..., 0] * mid(box_cos)
+             + mid(d)[..., 1] * mid(box_sin))
+    cos_rel = jnp.abs(ex(obj_cos)[..., 0] * mid(box_cos) + ex(obj_sin)[..., 0] * mid(box_sin))
+    sin_rel = jnp.abs(ex(obj_sin)[..., 0] * mid(box_cos) - ex(obj_cos)[..., 0] * mid(box_sin))
+    lead_half = ex(half_l)[..., 0] * cos_rel + ex(half_w)[..., 0] * sin_rel
+    gap = along - me(half_l)[..., 0] - lead_half
+    lead_speed = ex(col(cur.vel_x))[..., 0] * mid(box_cos) + ex(col(cur.vel_y))[..., 0] * mid(
+        box_sin)
+
+    # Only valid objects ahead of the agent's centre: a tailgater clipping the first box
+    # is not a leader.
+    candidate = (overlap & ~jnp.eye(n, dtype=bool) & (along > 0)
+                 & cur.valid[..., 0][..., None, :])
+    masked_gap = jnp.where(candidate, gap, jnp.inf)
+    best = _argmin_last(masked_gap)[..., None]
+    has_leader = jnp.any(candidate, axis=-1)
     best_gap = jnp.take_along_axis(masked_gap, best, -1)[..., 0]
-    best_speed = jnp.take_along_axis(flat(lead_speed), best, -1)[..., 0]
+    best_speed = jnp.take_along_axis(lead_speed, best, -1)[..., 0]
     # An oncoming or crossing object in the path is an obstacle, not a faster leader.
     return has_leader, jnp.where(has_leader, best_gap, 0.0), jnp.maximum(best_speed, 0.0)
 
@@ -273,9 +312,13 @@ class IDMAgent(SimAgent):
                     ) -> TrajectoryUpdate:
     """IDM step for every object: ``TrajectoryUpdate`` ``(..., N, 1)``.
 
-    Valid where the object is valid now and has a logged path.
+    Valid where the object is valid now and has a logged path. Compiled on its own
+    (the agent is a static argument), so eager callers do not pay op-by-op dispatch.
     """
     del rng
+    return _select_update(self, state)
+
+  def _select_update(self, state: SimulatorState) -> TrajectoryUpdate:
     cur = state.current_sim_trajectory
     points, arc, has_path = logged_paths(state.log_trajectory)
     xy = jnp.stack([cur.x[..., 0], cur.y[..., 0]], axis=-1)
@@ -294,3 +337,6 @@ class IDMAgent(SimAgent):
         x=col(new_xy[..., 0]), y=col(new_xy[..., 1]), yaw=col(heading),
         vel_x=col(new_speed * jnp.cos(heading)), vel_y=col(new_speed * jnp.sin(heading)),
         valid=cur.valid & col(has_path))
+
+
+_select_update = jax.jit(IDMAgent._select_update, static_argnums=0)

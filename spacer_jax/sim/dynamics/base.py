@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +126,7 @@ def constant_velocity_update(trajectory: Trajectory, dt: float = TIMESTEP_SECOND
       valid=trajectory.valid)
 
 
+@functools.partial(jax.jit, static_argnames=('use_fallback', 'allow_object_injection', 'dt'))
 def apply_trajectory_update(state: SimulatorState, update: TrajectoryUpdate,
                             is_controlled: jax.Array, use_fallback: bool = False,
                             allow_object_injection: bool = False,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.sim.metrics import (
     interaction,
+    kinematics,
     log_divergence,
     offroad,
     overlap,
@@ -25,6 +26,7 @@ _REGISTRY: dict[str, MetricFn] = {
     'overlap': overlap.overlap,
     'offroad': offroad.offroad,
     'log_divergence': log_divergence.log_divergence,
+    'kinematic_infeasibility': kinematics.kinematic_infeasibility,
     'distance_to_nearest_object': interaction.distance_to_nearest_object,
     'time_to_collision': interaction.time_to_collision,
     'distance_to_road_edge': offroad.distance_to_road_edge,

@@ -1,0 +1,241 @@
+"""Tests of the procedural scenario generator (spacer_jax.data.generator).
+
+Collision and off-road checks are brute force and independent of the generator's own
+code: SAT box overlap, and Waymax's off-road definition (nearest road-edge point,
+cross-product sign with the edge direction, previous point at polyline joints).
+"""
+
+import numpy as np
+import pytest
+
+from spacer_jax.data.generator import (
+    ALL_FAMILIES,
+    GeneratorConfig,
+    generate_batch,
+    generate_scenario,
+)
+from spacer_jax.data.generator.scenario import FAMILY_BUILDERS, sample_family
+
+CFG = GeneratorConfig(num_objects=64)
+SEEDS = list(range(12))
+
+
+@pytest.fixture(scope='module')
+def states():
+  return {s: generate_scenario(s, CFG) for s in SEEDS}
+
+
+def _np(tr):
+  return {n: np.asarray(getattr(tr, n)) for n in
+          ('x', 'y', 'yaw', 'vel_x', 'vel_y', 'length', 'width', 'valid', 'timestamp_micros')}
+
+
+def _corners(x, y, length, width, yaw):
+  c, s = np.cos(yaw)[..., None], np.sin(yaw)[..., None]
+  lx = np.array([0.5, 0.5, -0.5, -0.5]) * length[..., None]
+  ly = np.array([-0.5, 0.5, 0.5, -0.5]) * width[..., None]
+  return np.stack([x[..., None] + c * lx - s * ly, y[..., None] + s * lx + c * ly], -1)
+
+
+def _sat_overlap(ca, cb):
+  """Boxes (4, 2) overlap by a strictly positive margin on every axis."""
+  for box in (ca, cb):
+    for e in range(2):
+      edge = box[e + 1] - box[e]
+      axis = np.array([-edge[1], edge[0]])
+      pa, pb = ca @ axis, cb @ axis
+      if pa.max() <= pb.min() or pb.max() <= pa.min():
+        return False
+  return True
+
+
+def _signed_edge_distance(state, pts):
+  """Waymax off-road sign for points (M, 2): positive = right of the nearest edge."""
+  rg = state.roadgraph_points
+  ty, val = np.asarray(rg.types), np.asarray(rg.valid)
+  e = val & ((ty == 15) | (ty == 16))
+  px, py = np.asarray(rg.x)[e], np.asarray(rg.y)[e]
+  dx, dy = np.asarray(rg.dir_x)[e], np.asarray(rg.dir_y)[e]
+  ids = np.asarray(rg.ids)[e]
+  d2 = (pts[:, None, 0] - px) ** 2 + (pts[:, None, 1] - py) ** 2
+  k = d2.argmin(1)
+  cross = (pts[:, 0] - px[k]) * dy[k] - (pts[:, 1] - py[k]) * dx[k]
+  kp = np.maximum(k - 1, 0)
+  same = (k > 0) & (ids[kp] == ids[k])
+  cross_p = (pts[:, 0] - px[kp]) * dy[kp] - (pts[:, 1] - py[kp]) * dx[kp]
+  cross = np.where(same, np.minimum(cross, cross_p), cross)
+  return np.sign(cross) * np.sqrt(d2.min(1))
+
+
+def test_config_validation():
+  with pytest.raises(ValueError):
+    GeneratorConfig(families=('moon_base',))
+  with pytest.raises(ValueError):
+    GeneratorConfig(num_objects=1)
+  with pytest.raises(ValueError):
+    GeneratorConfig(families=('straight',), family_weights=(1.0, 2.0))
+
+
+def test_determinism(states):
+  a = generate_scenario(3, CFG)
+  b = states[3]
+  for x, y in zip(_flat(a), _flat(b)):
+    np.testing.assert_array_equal(x, y)
+  c = states[4]
+  assert not np.array_equal(np.asarray(a.log_trajectory.x), np.asarray(c.log_trajectory.x))
+
+
+def _flat(state):
+  import jax
+  return [np.asarray(v) for v in jax.tree_util.tree_leaves(state)]
+
+
+def test_validate_shapes_and_roles(states):
+  for st in states.values():
+    st.validate()
+    tr, meta = st.log_trajectory, st.object_metadata
+    assert tr.shape == (64, 91)
+    assert st.roadgraph_points.num_points == CFG.num_roadgraph_points
+    assert int(np.asarray(meta.is_sdc).sum()) == 1
+    sdc = int(np.argmax(np.asarray(meta.is_sdc)))
+    assert np.asarray(tr.valid)[sdc].all()
+    assert int(np.asarray(meta.is_modeled).sum()) <= 8
+    valid_obj = np.asarray(meta.is_valid)
+    assert np.all(np.asarray(tr.valid)[~valid_obj] == False)  # noqa: E712
+    assert np.all(np.asarray(tr.valid)[np.asarray(meta.is_modeled)][:, 10])
+
+
+def test_object_counts(states):
+  counts = [int(np.asarray(s.object_metadata.is_valid).sum()) for s in states.values()]
+  assert np.mean(counts) >= 30, counts
+  assert max(counts) <= 64
+
+
+def test_configurable_shapes():
+  cfg = GeneratorConfig(num_objects=32, num_roadgraph_points=6000,
+                        families=('intersection',))
+  st = generate_scenario(1, cfg)
+  st.validate()
+  assert st.log_trajectory.shape == (32, 91)
+  assert st.roadgraph_points.num_points == 6000
+  batch = generate_batch([0, 1], GeneratorConfig(num_objects=16, families=('straight',)))
+  assert batch.log_trajectory.shape == (2, 16, 91)
+  assert batch.shape == (2,)
+  batch.validate()
+
+
+def test_invalid_filling(states):
+  for st in states.values():
+    t = _np(st.log_trajectory)
+    inv = ~t['valid']
+    for n in ('x', 'y', 'yaw', 'vel_x', 'vel_y', 'length', 'width', 'timestamp_micros'):
+      assert np.all(t[n][inv] == -1), n
+    stamps = t['timestamp_micros']
+    rows = t['valid'].all(1)
+    assert np.all(np.diff(stamps[rows], axis=1) == 100_000)
+
+
+def test_every_family_appears():
+  rng_fams = {sample_family(np.random.default_rng(s), GeneratorConfig()) for s in range(60)}
+  assert rng_fams == set(FAMILY_BUILDERS)
+  assert set(FAMILY_BUILDERS) <= set(ALL_FAMILIES)
+  for fam in FAMILY_BUILDERS:
+    st = generate_scenario(0, GeneratorConfig(num_objects=32, families=(fam,)))
+    st.validate()
+
+
+def test_road_edges_have_road_on_left(states):
+  for st in list(states.values())[:6]:
+    rg = st.roadgraph_points
+    ty, val = np.asarray(rg.types), np.asarray(rg.valid)
+    lane = val & ((ty == 1) | (ty == 2))
+    pts = np.stack([np.asarray(rg.x)[lane], np.asarray(rg.y)[lane]], 1)[::7]
+    d = _signed_edge_distance(st, pts)
+    assert (d < 0).mean() > 0.99, (d > 0).sum()
+
+
+def test_traffic_lights(states):
+  found = False
+  for st in states.values():
+    tl = st.log_traffic_light
+    v = np.asarray(tl.valid)
+    if not v.any():
+      continue
+    found = True
+    lane_ids = np.asarray(tl.lane_ids)[v]
+    rg_ids = set(np.asarray(st.roadgraph_points.ids)[np.asarray(st.roadgraph_points.valid)])
+    assert set(lane_ids.tolist()) <= rg_ids
+    assert set(np.unique(np.asarray(tl.state)[v])) <= {4, 5, 6}
+  assert found
+
+
+@pytest.mark.parametrize('family', sorted(FAMILY_BUILDERS))
+def test_no_collisions_or_offroad(family):
+  cfg = GeneratorConfig(num_objects=48, families=(family,))
+  for seed in range(3):
+    st = generate_scenario(100 + seed, cfg)
+    t = _np(st.log_trajectory)
+    types = np.asarray(st.object_metadata.object_types)
+    corners = _corners(t['x'], t['y'], t['length'], t['width'], t['yaw'])
+    n, steps = t['x'].shape
+    for ti in range(0, steps, 2):
+      idx = np.nonzero(t['valid'][:, ti] & (types > 0))[0]
+      for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+          i, j = idx[a], idx[b]
+          if np.hypot(t['x'][i, ti] - t['x'][j, ti], t['y'][i, ti] - t['y'][j, ti]) > 14:
+            continue
+          assert not _sat_overlap(corners[i, ti], corners[j, ti]), (family, seed, ti, i, j)
+    veh = np.nonzero(types == 1)[0]
+    pts = corners[veh][:, ::3][t['valid'][veh][:, ::3]].reshape(-1, 2)
+    d = _signed_edge_distance(st, pts)
+    assert (d <= 0).all(), (family, seed, d.max())
+
+
+def test_pedestrians_off_road_or_on_crosswalks(states):
+  for st in states.values():
+    t = _np(st.log_trajectory)
+    types = np.asarray(st.object_metadata.object_types)
+    ped = np.nonzero(types == 2)[0]
+    if len(ped) == 0:
+      continue
+    pts = np.stack([t['x'][ped], t['y'][ped]], -1)[t['valid'][ped]]
+    d = _signed_edge_distance(st, pts)
+    # Sidewalks lie outside the road; only crosswalk users may be on it.
+    assert (d > 0).mean() > 0.5
+
+
+def test_kinematics(states):
+  for st in states.values():
+    t = _np(st.log_trajectory)
+    types = np.asarray(st.object_metadata.object_types)
+    veh = (types == 1)[:, None]
+    both = t['valid'][:, 1:] & t['valid'][:, :-1]
+    speed = np.hypot(t['vel_x'], t['vel_y'])
+    assert speed[t['valid']].max() < 40.0
+    # Velocity agrees with finite-differenced positions.
+    fd = np.hypot(np.diff(t['x'], axis=1), np.diff(t['y'], axis=1)) / 0.1
+    mid = (speed[:, 1:] + speed[:, :-1]) / 2
+    assert np.abs(fd - mid)[both].max() < 1.0
+    acc = np.diff(speed, axis=1) / 0.1
+    assert np.percentile(np.abs(acc[both & veh]), 99.5) < 6.5
+    assert np.abs(acc[both & veh]).max() < 10.4
+    # Curvature as Waymax's bicycle inverse computes it, where moving.
+    dyaw = (np.diff(t['yaw'], axis=1) + np.pi) % (2 * np.pi) - np.pi
+    moving = both & (speed[:, :-1] > 2.0) & (speed[:, 1:] > 2.0) & veh
+    kappa = np.abs(dyaw) / (speed[:, :-1] * 0.1)
+    assert kappa[moving].max() < 0.3
+    # Heading follows the motion.
+    vyaw = np.arctan2(t['vel_y'], t['vel_x'])
+    err = np.abs((vyaw - t['yaw'] + np.pi) % (2 * np.pi) - np.pi)
+    assert err[t['valid'] & (speed > 2.0) & veh].max() < 0.2
+
+
+def test_sizes_per_type(states):
+  for st in states.values():
+    t = _np(st.log_trajectory)
+    types = np.asarray(st.object_metadata.object_types)
+    ln, wd = t['length'][:, 0], t['width'][:, 0]
+    ok = t['valid'][:, 0]
+    assert np.all((ln[ok & (types == 1)] > 3.4) & (wd[ok & (types == 1)] > 1.5))
+    assert np.all(ln[ok & (types == 2)] < 1.2)
