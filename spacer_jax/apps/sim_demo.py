@@ -14,6 +14,7 @@ import numpy as np
 from spacer_jax.data import generator
 from spacer_jax.sim import agents, builders, dynamics
 from spacer_jax.sim.config import EnvConfig
+from spacer_jax.sim.datatypes import ObjectType
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.rollout import rollout
 from spacer_jax.viz import render
@@ -53,11 +54,14 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = jax.block_until_ready(simulate(batch, rng))
   run_seconds = time.perf_counter() - t0
 
-  controlled = np.asarray(out.final_state.object_metadata.is_controlled)  # (B, N)
-  def any_rate(name):
+  meta = out.final_state.object_metadata
+  controlled = np.asarray(meta.is_controlled)  # (B, N)
+  # Pedestrians walk on sidewalks, outside the road edges: off-road counts vehicles.
+  vehicles = controlled & (np.asarray(meta.object_types) == ObjectType.VEHICLE)
+  def any_rate(name, mask):
     m = out.metrics[name]  # (B, T, N) after vmap
     flagged = np.asarray(jnp.any((m.value > 0) & m.valid, axis=1))
-    return float(flagged[controlled].mean()) if controlled.any() else 0.0
+    return float(flagged[mask].mean()) if mask.any() else 0.0
   div = out.metrics['log_divergence']
   ade = float(jnp.sum(div.value * div.valid) / jnp.maximum(jnp.sum(div.valid), 1))
   steps = out.reward.shape[1]
@@ -65,8 +69,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'sim_agent': config.sim_agent,
       'num_scenarios': config.num_scenarios,
       'controlled_agents': int(controlled.sum()),
-      'collision_rate': any_rate('overlap'),
-      'offroad_rate': any_rate('offroad'),
+      'collision_rate': any_rate('overlap', controlled),
+      'offroad_rate': any_rate('offroad', vehicles),  # vehicles only
       'mean_log_divergence_m': ade,
       'generation_seconds': gen_seconds,
       'compile_and_run_seconds': first_call,
@@ -86,7 +90,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     json.dump(summary, f, indent=2)
   print(f"sim agent {config.sim_agent}: {summary['controlled_agents']} agents in "
         f"{config.num_scenarios} scenarios | collision {summary['collision_rate']:.3f} | "
-        f"off-road {summary['offroad_rate']:.3f} | log divergence {ade:.2f} m | "
+        f"off-road (vehicles) {summary['offroad_rate']:.3f} | log divergence {ade:.2f} m | "
         f"{summary['scenario_steps_per_s']:.0f} scenario-steps/s")
   print(f'outputs in {workdir}: ' + ', '.join(os.path.basename(v) for v in videos))
   return summary
