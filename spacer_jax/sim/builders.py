@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -229,5 +230,4 @@ def make_state(log_trajectory: Trajectory, object_metadata: ObjectMetadata,
 
 def stack_states(states: Sequence[SimulatorState]) -> SimulatorState:
   """Stacks equally shaped states on a new leading batch axis."""
-  import jax
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)

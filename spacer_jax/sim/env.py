@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from spacer_jax.sim import datatypes, observation
+from spacer_jax.sim import observation
 from spacer_jax.sim.config import ControlledObjects, EnvConfig
 from spacer_jax.sim.datatypes import Action, SimulatorState, TrajectoryUpdate
 from spacer_jax.sim.dynamics.base import DynamicsModel, apply_trajectory_update
@@ -121,10 +121,4 @@ class MultiAgentEnvironment:
     return state.is_done
 
 
-def controlled_objects(state: SimulatorState) -> jax.Array:
-  """``(..., num_objects)`` mask of objects driven by the policy."""
-  return state.object_metadata.is_controlled
-
-
-__all__ = ['MultiAgentEnvironment', 'EnvConfig', 'ControlledObjects', 'datatypes',
-           'controlled_objects']
+__all__ = ['MultiAgentEnvironment', 'EnvConfig', 'ControlledObjects']
