@@ -21,6 +21,7 @@ setup(
         'orbax-checkpoint>=0.5',
         'tensorflow-cpu>=2.15',
         'tensorflow-datasets>=4.9',
+        'tensorboard>=2.15',
         'absl-py>=2.0',
         'ml-collections>=0.1.1',
         'matplotlib>=3.7',
