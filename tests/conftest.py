@@ -5,7 +5,16 @@ import os
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import tempfile  # noqa: E402
+
 import hypothesis  # noqa: E402
+import jax  # noqa: E402
+
+# Tests compile the same small programs in several places (e.g. a resumed training run
+# recompiles its step): a persistent cache shared by the xdist workers saves minutes.
+jax.config.update('jax_compilation_cache_dir', os.environ.get(
+    'SPACER_JAX_TEST_JIT_CACHE', os.path.join(tempfile.gettempdir(), 'spacer_jax_jit_cache')))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -47,13 +47,15 @@ class Checkpointer:
     if wait:
       self._manager.wait_until_finished()
 
-  def restore(self, template: Any, step: Optional[int] = None
+  def restore(self, template: Any = None, step: Optional[int] = None
               ) -> Optional[tuple[int, Any, dict]]:
     """Restores ``(step, state, metadata)``; None when there is no checkpoint.
 
     Args:
       template: a pytree with the structure, shapes and dtypes of the saved state
         (e.g. a freshly initialised state); arrays are restored onto its devices.
+        None restores the tree as it was saved (e.g. frozen model parameters whose
+        shapes the caller does not know in advance).
       step: a specific step, default the newest.
 
     Raises:
@@ -63,7 +65,8 @@ class Checkpointer:
     step = self.latest_step() if step is None else int(step)
     if step is None:
       return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = (None if template is None
+                else jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
     try:
       out = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),

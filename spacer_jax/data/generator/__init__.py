@@ -6,10 +6,16 @@ Usage::
   state = generate_scenario(0, GeneratorConfig(num_objects=64))
   batch = generate_batch(range(16), GeneratorConfig(num_objects=64))  # (16, ...)
 
+  for seed, state in generate_parallel(range(1000), num_workers=2):  # seed order
+    ...
+
 Modules, one job each: ``geometry`` (polylines), ``maps`` (map families), ``lanes``
 (lane graph, routes and their pairwise relations), ``signals`` (phase plans),
-``population`` (who is where), ``traffic`` (human-like behaviour), ``assemble``
-(rollout -> ``SimulatorState``), ``scenario`` (the pipeline).
+``population`` (who is where), ``traffic`` (human-like behaviour), ``safety``
+(overlap and road-edge checks), ``noise`` (optional rare collision / off-road
+events), ``interest`` (``objects_of_interest``), ``assemble`` (rollout ->
+``SimulatorState``), ``scenario`` (the pipeline), ``parallel`` (worker processes).
+Generation is numpy only; JAX arrays are made once, by the builders, at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from spacer_jax.data.generator.config import ALL_FAMILIES, GeneratorConfig
+from spacer_jax.data.generator.parallel import generate_parallel
 from spacer_jax.data.generator.scenario import generate_scenario
 from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import SimulatorState
@@ -29,4 +36,5 @@ def generate_batch(seeds: Iterable[int], config: GeneratorConfig = GeneratorConf
   return stack_states([generate_scenario(int(s), config) for s in seeds])
 
 
-__all__ = ['ALL_FAMILIES', 'GeneratorConfig', 'generate_batch', 'generate_scenario']
+__all__ = ['ALL_FAMILIES', 'GeneratorConfig', 'generate_batch', 'generate_parallel',
+           'generate_scenario']

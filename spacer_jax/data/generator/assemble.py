@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from spacer_jax.data.generator import safety, signals
+from spacer_jax.data.generator import geometry as geo
+from spacer_jax.data.generator import noise, safety, signals
 from spacer_jax.data.generator.config import GeneratorConfig
+from spacer_jax.data.generator.interest import objects_of_interest
 from spacer_jax.data.generator.lanes import RouteTable
-from spacer_jax.data.generator.maps import RoadMap
+from spacer_jax.data.generator.maps import EDGE, RoadMap
 from spacer_jax.data.generator.traffic import DT, VEHICLE, Rollout
 from spacer_jax.sim import builders
 from spacer_jax.sim.builders import Polyline
@@ -25,15 +27,18 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float,
 
   An AR(1) process along the last axis: tracking noise in real logs is smooth, and
   white noise would make finite-differenced speeds and accelerations unrealistic.
+  Computed as a prefix scan (``log2 T`` vector steps, no BLAS): after the pass with
+  offset k every entry holds its innovations from the last 2k steps.
   """
   if std <= 0:
     return np.zeros(shape)
   phi = np.exp(-1.0 / corr_steps)
-  w = rng.normal(0.0, std * np.sqrt(1 - phi**2), shape)
-  out = np.empty(shape)
+  out = rng.normal(0.0, std * np.sqrt(1 - phi**2), shape)
   out[..., 0] = rng.normal(0.0, std, shape[:-1])
-  for t in range(1, shape[-1]):
-    out[..., t] = phi * out[..., t - 1] + w[..., t]
+  k = 1
+  while k < shape[-1]:
+    out[..., k:] = out[..., k:] + phi**k * out[..., :-k]
+    k *= 2
   return out
 
 
@@ -99,12 +104,11 @@ def select_objects(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
   return order, 0, modeled
 
 
-def crop_polylines(polys: list[Polyline], anchor: np.ndarray, budget: int,
-                   spacing: float) -> list[Polyline]:
-  """Drops whole polylines, farthest from ``anchor`` first, lanes before edges, until
-  the resampled point count fits ``budget``."""
-  counts = np.array([max(len(builders.resample_polyline(p.xyz, spacing)), 1)
-                     for p in polys])
+def crop_polylines(polys: list[Polyline], anchor: np.ndarray, budget: int
+                   ) -> list[Polyline]:
+  """Drops whole (already resampled) polylines, farthest from ``anchor`` first, lanes
+  before edges, until their point count fits ``budget``."""
+  counts = np.array([len(p.xyz) for p in polys])
   if counts.sum() <= budget:
     return polys
   dist = np.array([np.hypot(*(np.asarray(p.xyz)[:, :2] - anchor).T).min() for p in polys])
@@ -122,15 +126,25 @@ def crop_polylines(polys: list[Polyline], anchor: np.ndarray, budget: int,
 
 
 def to_state(rng: np.random.Generator, road: RoadMap, tab: RouteTable, roll: Rollout,
-             lights: dict[int, np.ndarray], start: int, config: GeneratorConfig
-             ) -> SimulatorState:
-  """Builds the padded ``SimulatorState`` from a rollout over the logged window."""
+             lights: dict[int, np.ndarray], start: int, config: GeneratorConfig,
+             noise_rng: np.random.Generator | None = None) -> SimulatorState:
+  """Builds the padded ``SimulatorState`` from a rollout over the logged window.
+
+  Args:
+    rng: the scenario's generator (sensor noise, object selection, ids).
+    road, tab, roll, lights: map, route table, rollout ``(A, T)`` and signal plan.
+    start: first logged step of the rollout's signal plan.
+    config: sizes and noise settings.
+    noise_rng: a separate generator for the rare noise events, so that asking for
+      them leaves the rest of the scenario unchanged (default: a fixed seed).
+  """
+  noise_rng = np.random.default_rng(0) if noise_rng is None else noise_rng
   t = config.num_timesteps
   x, y, yaw, vx, vy = poses(tab, roll)
   a = x.shape[0]
-  nx = smooth_noise(rng, (a, t), config.position_noise)
-  ny = smooth_noise(rng, (a, t), config.position_noise)
-  nyaw = smooth_noise(rng, (a, t), config.heading_noise)
+  nx, ny, nyaw = smooth_noise(rng, (3, a, t), 1.0)
+  nx, ny, nyaw = (nx * config.position_noise, ny * config.position_noise,
+                  nyaw * config.heading_noise)
   # Keep velocities consistent with the noisy positions: add the noise's derivative.
   x, y = x + nx, y + ny
   vx = vx + np.gradient(nx, DT, axis=1)
@@ -139,12 +153,10 @@ def to_state(rng: np.random.Generator, road: RoadMap, tab: RouteTable, roll: Rol
   valid = roll.active.copy()
   types = roll.agents.type
   ag = roll.agents
-  # Drop one agent of every overlapping pair (keeping one pair if noise asks for it).
-  keep_one = rng.random() < config.collision_noise_rate
+  # Drop one agent of every overlapping pair: logs are collision free unless noise is
+  # asked for (added below, on the final objects).
   for _ in range(4):
     pairs = safety.overlapping_pairs(x, y, yaw, ag.length, ag.width, valid)
-    if keep_one and len(pairs):
-      pairs = pairs[1:]
     if not len(pairs):
       break
     # Drop the agent of each pair that was seen for fewer steps (arrivals, leavers).
@@ -155,20 +167,51 @@ def to_state(rng: np.random.Generator, road: RoadMap, tab: RouteTable, roll: Rol
   order, _, modeled = select_objects(rng, x, y, valid, types, roll.v,
                                      config.num_objects, current,
                                      config.max_tracks_to_predict)
-  traj = builders.trajectory_from_arrays(
-      x[order], y[order], yaw[order], valid[order], length=ag.length[order],
-      width=ag.width[order], height=ag.height[order], vel_x=vx[order], vel_y=vy[order],
-      num_objects=config.num_objects)
   ids = rng.choice(100000, size=len(order), replace=False).astype(np.int32)
-  interest = np.zeros(len(order), bool)
-  meta = builders.metadata_from_arrays(types[order], num_objects=config.num_objects,
+  obj = noise.Objects(x=x[order], y=y[order], yaw=yaw[order], vel_x=vx[order],
+                      vel_y=vy[order], valid=valid[order], length=ag.length[order],
+                      width=ag.width[order], height=ag.height[order], types=types[order])
+  # The object's route: at the current step, else where it is first seen.
+  ov = obj.valid
+  at = np.where(ov[:, current], current, np.argmax(ov, axis=1))
+  route = roll.route[order, at]
+
+  polys = road.lane_polylines() + road.features
+  lines = geo.resample_many([p.xyz for p in polys], config.map_spacing)
+  polys = [Polyline(ln, p.type, p.id) for ln, p in zip(lines, polys)]
+  anchor = np.array([obj.x[0, current], obj.y[0, current]])
+  polys = crop_polylines(polys, anchor, config.num_roadgraph_points)
+
+  # Rare noise events (each checked to be the log's only one of its kind).
+  u_collide, u_park = noise_rng.random(2)
+  parked_row = None
+  if u_collide < config.collision_noise_rate or u_park < config.offroad_noise_rate:
+    edges = safety.RoadEdges([p.xyz for p in polys], [p.type for p in polys])
+    if u_park < config.offroad_noise_rate:
+      boundary = [p.xyz for p in polys if p.type == EDGE]
+      parked = noise.park_over_curb(noise_rng, obj, anchor, edges, boundary)
+      if parked is not None:
+        # All slots used: the parked car replaces the object farthest from the SDC.
+        keep = min(len(ids), config.num_objects - 1)
+        rows = np.r_[np.arange(keep), len(ids)]
+        obj = noise.Objects(**{k: v[rows] for k, v in vars(parked).items()})
+        modeled = np.r_[modeled[:keep], False]
+        route = np.r_[route[:keep], -1]
+        spare = np.setdiff1d(np.arange(100000), ids)
+        ids = np.r_[ids[:keep], noise_rng.choice(spare)].astype(np.int32)
+        parked_row = keep
+    if u_collide < config.collision_noise_rate:
+      noise.inject_collision(noise_rng, obj, 0, edges, exclude=parked_row)
+  speed = np.hypot(obj.vel_x, obj.vel_y)
+  interest = objects_of_interest(tab, route, obj.x, obj.y, obj.valid, speed, obj.types)
+
+  traj = builders.trajectory_from_arrays(
+      obj.x, obj.y, obj.yaw, obj.valid, length=obj.length, width=obj.width,
+      height=obj.height, vel_x=obj.vel_x, vel_y=obj.vel_y, num_objects=config.num_objects)
+  meta = builders.metadata_from_arrays(obj.types, num_objects=config.num_objects,
                                        sdc_index=0, is_modeled=modeled, ids=ids,
                                        objects_of_interest=interest)
-  polys = road.lane_polylines() + road.features
-  anchor = np.array([x[order[0], current], y[order[0], current]])
-  polys = crop_polylines(polys, anchor, config.num_roadgraph_points, config.map_spacing)
-  rg = builders.roadgraph_from_polylines(polys, config.num_roadgraph_points,
-                                         spacing=config.map_spacing)
+  rg = builders.roadgraph_from_polylines(polys, config.num_roadgraph_points, spacing=None)
   lx, ly, ls, lid, lv = signals.traffic_light_arrays(road.lanes, lights, start, t)
   tl = builders.traffic_lights_from_arrays(lx, ly, ls, lid, lv)
   return builders.make_state(traj, meta, rg, tl)

@@ -32,10 +32,17 @@ class GeneratorConfig:
     cyclists: add cyclists riding in the rightmost lanes.
     position_noise: std of the smooth (temporally correlated) position noise in m.
     heading_noise: std of the smooth heading noise in rad.
-    collision_noise_rate: probability that a scenario keeps one logged near-miss
-      that becomes a box overlap (sensor-like noise found in real logs); 0 = never.
-    offroad_noise_rate: probability that a scenario keeps one vehicle parked with a
-      wheel over the curb; 0 = never.
+    collision_noise_rate: probability that a scenario contains exactly one logged
+      collision: the closest near-miss between two vehicles becomes a brief box
+      overlap through a smooth ~2 s tracking glitch of one of them (never the SDC),
+      as found in real logs; 0 = never. The ``overlap`` metric flags that pair only.
+    offroad_noise_rate: probability that a scenario contains exactly one vehicle
+      parked along a straight road edge 8-45 m from the SDC with its kerb-side wheels
+      over the kerb, still for the whole log; 0 = never. The ``offroad`` metric flags
+      that car only. It takes a free object slot, else the last (farthest) one.
+      Both noises draw from their own random stream, so the rest of the scenario is
+      the same as without them; in about 1% of scenarios no qualifying pair / spot
+      exists and the log stays clean.
     max_tracks_to_predict: at most this many objects get ``is_modeled``.
     warmup_seconds: traffic is simulated this long before the first logged step so
       the log starts from settled, human-looking traffic.

@@ -53,9 +53,14 @@ class Lane:
   agent: str = 'veh'
   in_roadgraph: bool = True
 
+  _length: tuple = field(default=(None, 0.0), init=False, repr=False, compare=False)
+
   @property
   def length(self) -> float:
-    return float(geo.arc_length(self.xy)[-1])
+    """Arc length in m (cached until ``xy`` is replaced)."""
+    if self._length[0] is not self.xy:
+      self._length = (self.xy, float(geo.arc_length(self.xy)[-1]))
+    return self._length[1]
 
 
 def enumerate_routes(lanes: dict[int, Lane], starts: list[int],
@@ -142,32 +147,92 @@ def _lookup_static(xy: np.ndarray, ds: np.ndarray, route: np.ndarray, s: np.ndar
   return xy[route, i] * (1 - w) + xy[route, i + 1] * w, i
 
 
+def _bbox(xy: np.ndarray) -> tuple[float, float, float, float]:
+  lo, hi = xy.min(0), xy.max(0)
+  return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
 def _zones_between(a: np.ndarray, b: np.ndarray, thresh: float,
                    max_zones: int) -> tuple[list, list]:
   """Arc intervals where polylines ``a`` and ``b`` come within ``thresh`` m.
 
   Returns matching lists of [s0, s1] on a and on b (one entry per contiguous zone).
   """
-  if (a.max(0) + thresh < b.min(0)).any() or (b.max(0) + thresh < a.min(0)).any():
-    return [], []
   step_a = max(len(a) // 200, 1)
   step_b = max(len(b) // 200, 1)
   aa, bb = a[::step_a], b[::step_b]
-  d = np.sqrt(((aa[:, None, :] - bb[None, :, :]) ** 2).sum(-1))
-  close = d < thresh
-  if not close.any():
+  dx = aa[:, None, 0] - bb[None, :, 0]
+  dy = aa[:, None, 1] - bb[None, :, 1]
+  close = dx * dx + dy * dy < thresh * thresh
+  rows = np.flatnonzero(close.any(1))
+  if len(rows) == 0:
     return [], []
   sa, sb = geo.arc_length(aa), geo.arc_length(bb)
-  rows = np.nonzero(close.any(1))[0]
   # Split into contiguous runs along a; each run is one crossing.
-  breaks = np.nonzero(np.diff(rows) > 2)[0]
+  breaks = np.flatnonzero(np.diff(rows) > 2)
   runs = np.split(rows, breaks + 1)
   za, zb = [], []
   for run in runs[:max_zones]:
-    cols = np.nonzero(close[run].any(0))[0]
+    cols = np.flatnonzero(close[run].any(0))
     za.append([sa[run[0]], sa[run[-1]]])
     zb.append([sb[cols[0]], sb[cols[-1]]])
   return za, zb
+
+
+def _route_profiles(geoms: list[np.ndarray], lane_start: np.ndarray,
+                    lane_limit: np.ndarray) -> tuple[np.ndarray, ...]:
+  """Batched geometry of all routes at once.
+
+  Args:
+    geoms: resampled centrelines, one ``(P_k, 2)`` per route.
+    lane_start: ``(R, max_lanes)`` arc position where each lane of the route starts
+      (inf past the last lane), on the resampled arc.
+    lane_limit: ``(R, max_lanes)`` speed limit of each lane (m/s).
+
+  Returns:
+    xy ``(R, Pmax, 2)`` padded with the last point, ds ``(R,)``, length ``(R,)``,
+    yaw ``(R, Pmax)`` and vmax ``(R, Pmax)`` (both padded with their last value).
+  """
+  r = len(geoms)
+  n = np.array([len(g) for g in geoms])
+  pmax = int(n.max())
+  xy = np.empty((r, pmax, 2))
+  last_dir = np.empty((r, 2))
+  for k, g in enumerate(geoms):
+    xy[k, :len(g)] = g
+    xy[k, len(g):] = g[-1]
+    last_dir[k] = g[-1] - g[-2]
+  # Differences near a route's end see the road continue straight rather than stop
+  # (repeated points would read as a sharp turn).
+  beyond = np.maximum(np.arange(pmax)[None, :] - (n - 1)[:, None], 0)
+  ext = xy + beyond[..., None] * last_dir[:, None, :]
+  seg = np.hypot(*np.diff(ext, axis=1).transpose(2, 0, 1))
+  s = np.concatenate([np.zeros((r, 1)), np.cumsum(seg, axis=1)], axis=1)
+  rows = np.arange(r)
+  length = s[rows, n - 1]
+  ds = length / (n - 1)
+  d = np.gradient(ext, axis=1)
+  yaw = np.arctan2(d[..., 1], d[..., 0])
+  # Signed curvature from arc-length derivatives, then smoothed over ~3 m so
+  # resampling kinks do not read as sharp turns.
+  g_s = np.maximum(np.gradient(s, axis=1), 1e-9)
+  dx, dy = d[..., 0] / g_s, d[..., 1] / g_s
+  ddx, ddy = np.gradient(dx, axis=1) / g_s, np.gradient(dy, axis=1) / g_s
+  kappa = np.abs(dx * ddy - dy * ddx) / np.maximum((dx**2 + dy**2) ** 1.5, 1e-9)
+  c = np.cumsum(np.pad(kappa, ((0, 0), (4, 3))), axis=1)
+  kappa = (c[:, 7:] - c[:, :-7]) / 7.0
+  lane = np.maximum((lane_start[:, None, :] <= s[..., None]).sum(-1) - 1, 0)
+  limit = np.take_along_axis(lane_limit, lane, axis=1)
+  v_lim = np.minimum(limit, np.sqrt(LATERAL_ACCEL / np.maximum(kappa, 1e-6)))
+  # Speed one can still brake down to v_lim(s') at CURVE_DECEL: v(s)^2 =
+  # min_{s' >= s} v_lim(s')^2 + 2 b (s' - s); separable, so a reverse cumulative min.
+  g2 = v_lim**2 + 2 * CURVE_DECEL * s
+  v2 = np.minimum.accumulate(g2[:, ::-1], axis=1)[:, ::-1] - 2 * CURVE_DECEL * s
+  vmax = np.sqrt(np.maximum(v2, 0.0))
+  pad = np.arange(pmax)[None, :] >= n[:, None]
+  yaw = np.where(pad, yaw[rows, n - 1][:, None], yaw)
+  vmax = np.where(pad, vmax[rows, n - 1][:, None], vmax)
+  return xy, ds, length, yaw, vmax
 
 
 def build_route_table(lanes: dict[int, Lane], routes: list[list[int]], spacing: float,
@@ -186,80 +251,53 @@ def build_route_table(lanes: dict[int, Lane], routes: list[list[int]], spacing: 
   """
   r = len(routes)
   max_l = max(len(x) for x in routes)
-  geoms, lane_start, lane_end = [], np.full((r, max_l), np.inf), np.full((r, max_l), np.inf)
-  offsets: list[dict[int, float]] = []
-  stops = []
+  lane_len = {lid: lanes[lid].length for rt in routes for lid in rt}
+  lane_start = np.full((r, max_l), np.inf)
+  lane_end = np.full((r, max_l), np.inf)
+  lane_limit = np.zeros((r, max_l))
+  geoms: list[np.ndarray] = []
   for k, rt in enumerate(routes):
-    xy = geo.concat(*[lanes[i].xy for i in rt])
-    geoms.append(geo.resample(xy, spacing))
-    off, acc, st = {}, 0.0, []
-    for j, lid in enumerate(rt):
-      off[lid] = acc
-      lane_start[k, j] = acc
-      acc += lanes[lid].length
-      lane_end[k, j] = acc
-      if lanes[lid].control != 'none':
-        st.append((acc, lid, lanes[lid].control))
-    offsets.append(off)
-    stops.append(st)
-  pmax = max(len(g) for g in geoms)
-  xy_a = np.zeros((r, pmax, 2))
-  yaw_a = np.zeros((r, pmax))
-  vmax_a = np.zeros((r, pmax))
-  ds = np.zeros(r)
-  length = np.zeros(r)
-  for k, g in enumerate(geoms):
-    s = geo.arc_length(g)
-    length[k] = s[-1]
-    ds[k] = s[-1] / (len(g) - 1)
-    # Rescale lane boundaries to the resampled arc so lookups agree with geometry.
-    scale = s[-1] / lane_end[k, len(routes[k]) - 1]
-    lane_start[k, :len(routes[k])] *= scale
-    lane_end[k, :len(routes[k])] *= scale
-    stops[k] = [(a * scale, lid, c) for a, lid, c in stops[k]]
-    offsets[k] = {lid: o * scale for lid, o in offsets[k].items()}
-    xy_a[k, :len(g)] = g
-    xy_a[k, len(g):] = g[-1]
-    t = geo.tangents(g)
-    yaw_a[k, :len(g)] = np.arctan2(t[:, 1], t[:, 0])
-    yaw_a[k, len(g):] = yaw_a[k, len(g) - 1]
-    limit = np.concatenate([np.full(int(round((lane_end[k, j] - lane_start[k, j]) / ds[k])) + 1,
-                                    lanes[lid].speed_limit)
-                            for j, lid in enumerate(routes[k])])
-    limit = np.resize(limit, len(g))
-    kappa = np.abs(geo.curvature(g))
-    # Smooth curvature over ~3 m so resampling kinks do not read as sharp turns.
-    kappa = np.convolve(kappa, np.ones(7) / 7, mode='same')
-    v_curve = np.sqrt(LATERAL_ACCEL / np.maximum(kappa, 1e-6))
-    v_lim = np.minimum(limit, v_curve)
-    # Speed one can still brake down to v_lim(s') at CURVE_DECEL: v(s)^2 =
-    # min_{s' >= s} v_lim(s')^2 + 2 b (s' - s); separable, so a reverse cumulative min.
-    g2 = v_lim**2 + 2 * CURVE_DECEL * s
-    v2 = np.minimum.accumulate(g2[::-1])[::-1] - 2 * CURVE_DECEL * s
-    vmax_a[k, :len(g)] = np.sqrt(np.maximum(v2, 0.0))
-    vmax_a[k, len(g):] = vmax_a[k, len(g) - 1]
+    ln = np.array([lane_len[lid] for lid in rt])
+    end = np.cumsum(ln)
+    lane_start[k, :len(rt)] = end - ln
+    lane_end[k, :len(rt)] = end
+    lane_limit[k, :len(rt)] = [lanes[lid].speed_limit for lid in rt]
+    lane_limit[k, len(rt):] = lanes[rt[-1]].speed_limit
+    geoms.append(geo.concat(*[lanes[i].xy for i in rt]))
+  geoms = geo.resample_many(geoms, spacing)
+  # Rescale lane boundaries to the resampled arc so lookups agree with geometry.
+  n_lanes = np.array([len(rt) for rt in routes])
+  scale = geo.total_lengths(geoms) / lane_end[np.arange(r), n_lanes - 1]
+  lane_start *= scale[:, None]
+  lane_end *= scale[:, None]
+  xy_a, ds, length, yaw_a, vmax_a = _route_profiles(geoms, lane_start, lane_limit)
+  offsets = [{lid: lane_start[k, j] for j, lid in enumerate(rt)}
+             for k, rt in enumerate(routes)]
+  stops = [[(lane_end[k, j], lid, lanes[lid].control) for j, lid in enumerate(rt)
+            if lanes[lid].control != 'none'] for k, rt in enumerate(routes)]
 
   delta = np.full((r, r), np.nan)
   common_end = np.full((r, r), np.nan)
   join = np.full((r, r), np.nan)
   priority = np.zeros((r, r), np.int8)
-  sets = [set(x) for x in routes]
-  for a in range(r):
-    for b in range(r):
-      common = sets[a] & sets[b]
-      if not common:
-        continue
-      first = next(lid for lid in routes[a] if lid in common)
-      last = [lid for lid in routes[a] if lid in common][-1]
-      delta[a, b] = offsets[a][first] - offsets[b][first]
-      join[a, b] = offsets[a][first]
-      common_end[a, b] = offsets[a][last] + lanes[last].length
-      # Yield at the join when a's lane before the join has low priority and b's not.
-      ia = routes[a].index(first)
-      ib = routes[b].index(first)
-      pa = lanes[routes[a][ia - 1]].priority if ia > 0 else 0
-      pb = lanes[routes[b][ib - 1]].priority if ib > 0 else 0
-      priority[a, b] = 1 if pa > pb else 0
+  by_lane: dict[int, list[int]] = {}
+  for k, rt in enumerate(routes):
+    for lid in rt:
+      by_lane.setdefault(lid, []).append(k)
+  sharing = sorted({(a, b) for ks in by_lane.values() for a in ks for b in ks})
+  for a, b in sharing:
+    in_b = offsets[b]
+    common = [lid for lid in routes[a] if lid in in_b]
+    first, last = common[0], common[-1]
+    delta[a, b] = offsets[a][first] - in_b[first]
+    join[a, b] = offsets[a][first]
+    common_end[a, b] = offsets[a][last] + lane_len[last]
+    # Yield at the join when a's lane before the join has low priority and b's not.
+    ia = routes[a].index(first)
+    ib = routes[b].index(first)
+    pa = lanes[routes[a][ia - 1]].priority if ia > 0 else 0
+    pb = lanes[routes[b][ib - 1]].priority if ib > 0 else 0
+    priority[a, b] = 1 if pa > pb else 0
 
   # Past the end of their shared lanes two routes may stay side by side for a while
   # (connectors leaving the same lane overlap at first): keep them related until their
@@ -280,7 +318,12 @@ def build_route_table(lanes: dict[int, Lane], routes: list[list[int]], spacing: 
   # 0 when neither has right of way (first come, first served).
   zone_yield = np.zeros((r, r, max_zones), np.int8)
   lane_zones: dict[tuple[int, int], tuple[list, list]] = {}
+  boxes = {lid: _bbox(lanes[lid].xy) for pair in zone_pairs for lid in pair}
   for la, lb in zone_pairs:
+    a0, a1 = boxes[la], boxes[lb]
+    if (a0[2] + zone_thresh < a1[0] or a1[2] + zone_thresh < a0[0]
+        or a0[3] + zone_thresh < a1[1] or a1[3] + zone_thresh < a0[1]):
+      continue  # bounding boxes too far apart to come within zone_thresh
     za, zb = _zones_between(lanes[la].xy, lanes[lb].xy, zone_thresh, max_zones)
     if za:
       lane_zones[(la, lb)] = (za, zb)

@@ -27,6 +27,8 @@ EDGE = int(T.ROAD_EDGE_BOUNDARY)
 MEDIAN = int(T.ROAD_EDGE_MEDIAN)
 # Pedestrians walk this far outside the road edge (m).
 SIDEWALK_OFFSET = 2.5
+# Width of the blunt gore nose where an on-ramp's left edge meets the main road's (m).
+GORE_NOSE_M = 1.0
 
 
 @dataclass
@@ -109,12 +111,19 @@ def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: f
     walk: whether to add sidewalk walkways outside the edges.
     lines: whether to paint the lane lines.
   """
+  # Every line of the road is a parallel curve of ref: offsets along ref's normals
+  # (computed once; a parallel curve has the same normals).
+  nrm = geo.normals(ref)
+
+  def offset(dist: float) -> np.ndarray:
+    return ref + dist * nrm
+
   fwd, bwd = [], []
   for i in range(n_fwd):
-    xy = geo.offset(ref, -(median + (i + 0.5) * width))
+    xy = offset(-(median + (i + 0.5) * width))
     fwd.append(m.add_lane(xy, kind=kind, speed_limit=speed))
   for i in range(n_bwd):
-    xy = geo.offset(ref, median + (i + 0.5) * width)[::-1].copy()
+    xy = offset(median + (i + 0.5) * width)[::-1].copy()
     bwd.append(m.add_lane(xy, kind=kind, speed_limit=speed))
   # Parallel neighbours (index-aligned because they are offsets of one reference).
   for group in (fwd, bwd):
@@ -123,28 +132,27 @@ def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: f
   half_f, half_b = median + n_fwd * width, median + n_bwd * width
   if lines:
     for i in range(1, n_fwd):
-      m.add_feature(geo.offset(ref, -(median + i * width)), BROKEN_WHITE)
+      m.add_feature(offset(-(median + i * width)), BROKEN_WHITE)
     for i in range(1, n_bwd):
-      m.add_feature(geo.offset(ref, median + i * width)[::-1], BROKEN_WHITE)
+      m.add_feature(offset(median + i * width)[::-1], BROKEN_WHITE)
   if n_bwd and median <= 0 and lines:
     m.add_feature(ref, DOUBLE_YELLOW)
   if median > 0:
     # Median edges: the forward carriageway lies on the right of the reference, so its
     # median edge runs against the reference to keep that road on its left.
-    m.add_feature(geo.offset(ref, -median)[::-1], MEDIAN)
+    m.add_feature(offset(-median)[::-1], MEDIAN)
     if n_bwd:
-      m.add_feature(geo.offset(ref, median), MEDIAN)
+      m.add_feature(offset(median), MEDIAN)
   if edges[0]:
-    m.add_feature(geo.offset(ref, -half_f), EDGE)
+    m.add_feature(offset(-half_f), EDGE)
   if edges[1]:
-    m.add_feature(geo.offset(ref, half_b if n_bwd else median)[::-1], EDGE)
+    m.add_feature(offset(half_b if n_bwd else median)[::-1], EDGE)
   if walk:
     for side, h in ((-1, half_f), (1, half_b if n_bwd else median)):
-      path = geo.offset(ref, side * (h + SIDEWALK_OFFSET))
       for direction in (1, -1):
         # Two walkways per sidewalk, 1.2 m apart, one per walking direction, so people
         # walking towards each other never share a path.
-        xy = geo.offset(path, 0.6 * direction * side)
+        xy = offset(side * (h + SIDEWALK_OFFSET + 0.6 * direction))
         xy = xy if direction == 1 else xy[::-1].copy()
         lane = m.add_lane(xy, speed_limit=1.4, agent='ped', in_roadgraph=False)
         m.ped_entries.append(lane.id)
@@ -318,11 +326,14 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
       connectors.append(conn)
     if arms == 4:
       groups[k % 2] += [ln.id for ln in c.fwd]
+  preds: dict[int, set[int]] = {}
+  for ln in m.lanes.values():
+    for sc in ln.successors:
+      preds.setdefault(sc, set()).add(ln.id)
   for a_ in connectors:
     for b_ in connectors:
       if a_.id < b_.id and a_.successors != b_.successors and not (
-          set(ln.id for ln in m.lanes.values() if a_.id in ln.successors)
-          & set(ln.id for ln in m.lanes.values() if b_.id in ln.successors)):
+          preds.get(a_.id, set()) & preds.get(b_.id, set())):
         m.zone_pairs.add((a_.id, b_.id))
   # Crosswalks across every arm; with signals, people cross an arm while its traffic
   # is held (the other axis is green).
@@ -386,11 +397,16 @@ def merge(rng: np.random.Generator) -> RoadMap:
   m.entries.append(ramp.id)
   half = median + n * w
   left = geo.offset(ramp_xy, w / 2)
-  gore = np.nonzero(left[:, 1] > -half)[0]
-  g = gore[0] if len(gore) else len(left) - 1
-  gx = left[g, 0]
+  # Gore nose: the main edge ends where the ramp's left side is still GORE_NOSE_M below
+  # it and a short cross piece joins the two. An acute nose would put edge samples
+  # that face the ramp right next to the main lane, whose users would then read as
+  # off the road (the off-road metric signs by the nearest edge sample).
+  gore = np.nonzero(left[:, 1] > -half - GORE_NOSE_M)[0]
+  g = max(gore[0] if len(gore) else len(left) - 1, 1)
+  gx = left[g - 1, 0]
   main_edge = geo.line([x0, -half], [gx, -half])
-  m.add_feature(geo.concat(main_edge, left[:g][::-1]), EDGE)
+  nose = geo.line([gx, -half], left[g - 1])
+  m.add_feature(geo.concat(main_edge, nose, left[:g][::-1]), EDGE)
   right = geo.offset(ramp_xy, -w / 2)
   m.add_feature(right, EDGE)
   m.center = np.array([xj, lane_y])

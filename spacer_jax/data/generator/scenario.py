@@ -58,4 +58,6 @@ def generate_scenario(seed: int, config: GeneratorConfig = GeneratorConfig()
   win = slice(warm, steps)
   roll = traffic.Rollout(route=route[:, win], s=s[:, win], v=v[:, win], d=d[:, win],
                          d_dot=dd[:, win], active=act[:, win], agents=agents)
-  return assemble.to_state(rng, road, tab, roll, lights, warm, config)
+  # Noise events draw from their own stream: asking for them changes nothing else.
+  noise_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5ACE, 1]))
+  return assemble.to_state(rng, road, tab, roll, lights, warm, config, noise_rng)

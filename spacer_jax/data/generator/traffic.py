@@ -10,8 +10,10 @@ Its leaders are:
   * a stationary obstacle at the entry of a crossing zone while another agent holds
     it or will reach it first / has the right of way (gap acceptance);
   * stop lines: red and (when it can stop) yellow lights, unserved stop signs.
-Lane changes move an agent to the parallel lane's route and blend its lateral offset
-to zero with a quintic; during the change it also stays a leader in its old lane.
+Lane changes move an agent to the point abreast of it on the parallel lane's route and
+blend its lateral offset to zero with a quintic; during the change it also stays a
+leader in its old lane. Arrivals drive in at their arrival speed, first come first
+served per entry lane, once there is room to follow (and brake for) whoever is ahead.
 """
 
 from __future__ import annotations
@@ -113,7 +115,13 @@ def _quintic(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TrafficSim:
-  """Steps all agents jointly. Build with initial states, then call :meth:`run`."""
+  """Steps all agents jointly. Build with initial states, then call :meth:`run`.
+
+  Entries ``E = A + LC_SLOTS``: one per agent plus secondary (old-lane) presences of
+  lane-changing agents. Only the live (active) entries interact; their pairwise route
+  relations are gathered once whenever the live set or a route changes, so a step is a
+  fixed handful of numpy operations on ``(L, L)`` arrays (L = live entries, ~20-60).
+  """
 
   def __init__(self, rng: np.random.Generator, road: RoadMap, table: RouteTable,
                agents: Agents, route: np.ndarray, s: np.ndarray, v: np.ndarray,
@@ -137,6 +145,7 @@ class TrafficSim:
     self.v = np.zeros(e)
     self.active = np.zeros(e, bool)
     self.route[:a], self.s[:a], self.v[:a], self.active[:a] = route, s, v, active
+    # Absent agents keep their arrival speed: they drive in from beyond the map.
     self.owner = np.concatenate([np.arange(a), np.full(LC_SLOTS, -1)])
     self.half = np.concatenate([agents.length / 2, np.zeros(LC_SLOTS)])
     self.acc = np.zeros(a)
@@ -150,9 +159,14 @@ class TrafficSim:
     self.stop_served = np.full(a, -np.inf)  # arc of the last stop sign served
     self.lights = light_state
     self._build_stops()
-    self._crit_d = np.concatenate([agents.crit_gap, np.zeros(LC_SLOTS)])
-    idx = np.arange(e)
-    self._upper = idx[None, :] > idx[:, None]
+    self._crit_e = np.concatenate([agents.crit_gap, np.zeros(LC_SLOTS)])
+    self._sq = 2 * np.sqrt(agents.amax * agents.bcomf)
+    self._vmax_last = table.vmax.shape[1] - 1
+    self._vmax_flat = table.vmax.ravel()
+    self._zone_has = ~np.isnan(table.zone[..., 0])  # (R, R, K)
+    self._entry_lane = table.lane_ids[route, 0]
+    self._lc_active = False
+    self._set_pending()
     self._dirty = True
 
   def _build_stops(self):
@@ -167,220 +181,297 @@ class TrafficSim:
         self.stop_s[i, j], self.stop_lane[i, j] = pos, lid
         self.stop_sign[i, j] = ctl == 'stop'
     self.light_lanes = np.array(sorted(self.lights), np.int64)
+    # Per route and stop: row of the light table (-1: not signal controlled).
+    self.stop_light = np.full((r, k), -1)
     if len(self.light_lanes):
       self.light_table = np.stack([self.lights[ln] for ln in self.light_lanes])
+      idx = np.clip(np.searchsorted(self.light_lanes, self.stop_lane), 0,
+                    len(self.light_lanes) - 1)
+      self.stop_light = np.where(self.light_lanes[idx] == self.stop_lane, idx, -1)
+    self._any_sign = bool(self.stop_sign.any())
 
   # ---------------------------------------------------------------------------------
-  def _obstacles(self, step: int) -> np.ndarray:
-    """Gap (m) to the nearest stop-line obstacle per agent ``(A,)`` (inf if none)."""
+  def _rebuild(self):
+    """Gathers the live entries and their pairwise route relations ``(L, L)``.
+
+    Called only when an agent enters, leaves or changes lanes (the route-pair tables
+    are static); live entries keep their index order so ties break as by index.
+    """
+    tab, ag = self.tab, self.ag
     a = self.num_agents
-    r, s, v = self.route[:a], self.s[:a], self.v[:a]
-    front = s + self.half[:a]
-    stop_s = self.stop_s[r]
+    live = np.flatnonzero(self.active)
+    n_p = int(np.searchsorted(live, a))
+    p = live[:n_p]
+    self._live, self._prim, self._n_prim = live, p, n_p
+    r = self.route[live]
+    own = self.owner[live]
+    # Secondary rows add their interaction to the owner's primary row.
+    self._sec_row = np.searchsorted(p, own[n_p:])
+    other = own[:, None] != own[None, :]
+
+    def sub(table):  # (R, R, ...) route-pair table -> (L, L, ...) live-pair table
+      return table.take(r, 0).take(r, 1)
+
+    delta = sub(tab.delta)
+    shared = ~np.isnan(delta) & other
+    h = self.half[live]
+    delta = np.where(shared, delta, 0.0)
+    end = np.where(shared, sub(tab.common_end), -np.inf)
+    join = np.where(shared, sub(tab.join), 0.0)
+    # Pair tests rewritten on the row/column arcs alone (s_j + delta < end + h_j + 1
+    # becomes s_j < end2, etc.) so a step does the fewest array operations.
+    self._c_end = end
+    self._c_end2 = end + h[None, :] + 1.0 - delta
+    self._c_delta_hh = delta - (h[:, None] + h[None, :])
+    self._c_join = join
+    self._c_join_h = join - h[:, None]
+    self._c_join_t = join.T
+    yld = sub(tab.priority) == 1
+    self._c_yield, self._c_yield_t = yld, yld.T
+    self._any_yield = bool((yld & shared).any())
+    crit = self._crit_e[live]
+    self._c_crit = crit[:, None]
+    # Equal ordering keys: the higher index is ahead (a tiny bias instead of a tie test).
+    idx = np.arange(len(live))
+    self._c_thr = np.where(idx[None, :] > idx[:, None], -1e-9, 0.0) - delta
+    # Per-row driver parameters (a secondary entry drives like its owner).
+    self._s0_row = ag.s0[own]
+    self._t_row = ag.headway[own]
+    self._sq_row = self._sq[own]
+    # Stop lines ahead on the live agents' routes.
+    rp = self.route[p]
+    self._p_stop_s = self.stop_s[rp]
+    self._p_any_stop = bool(np.isfinite(self._p_stop_s).any())
+    self._p_light = self.stop_light[rp]
+    self._p_sign = self.stop_sign[rp]
+    # Flat index of each agent's route row in the advisory speed table.
+    self._p_vmax_base = rp * self.tab.vmax.shape[1]
+    self._p_ds = self.tab.ds[rp]
+    self._p_len = self.tab.length[rp]
+    self._p_v0f = ag.v0f[p]
+    self._p_amax = ag.amax[p]
+    self._p_half = self.half[p]
+    # Crossing zones between live entries of different agents.
+    has = sub(self._zone_has) & other[..., None]
+    pi, pj, k = np.nonzero(has)
+    if len(pi):
+      za = tab.zone[r[pi], r[pj], k]
+      zb = tab.zone[r[pj], r[pi], k]
+      self._zones = (pi, pj, za[:, 0], za[:, 1], zb[:, 0], zb[:, 1],
+                     tab.zone_yield[r[pi], r[pj], k], h[pi], h[pj], crit[pi], pj < pi)
+    else:
+      self._zones = None
+    self._dirty = False
+
+  def _obstacles(self, step: int, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Gap (m) to the nearest stop-line obstacle per live agent ``(P,)`` (inf if none).
+
+    Args:
+      s, v: arc (m) and speed (m/s) of the live agents ``(P,)``.
+    """
+    if not self._p_any_stop:
+      return np.full(len(s), np.inf)
+    p = self._prim
+    front = s + self._p_half
+    stop_s = self._p_stop_s
     ahead = stop_s > front[:, None] - 0.3
     gap = stop_s - 0.5 - front[:, None]
     block = np.zeros_like(ahead)
-    lanes = self.stop_lane[r]
     if len(self.light_lanes):
-      idx = np.searchsorted(self.light_lanes, lanes)
-      idx = np.clip(idx, 0, len(self.light_lanes) - 1)
-      has = self.light_lanes[idx] == lanes
-      state = np.where(has, self.light_table[idx, min(step, self.light_table.shape[1] - 1)],
+      li = self._p_light
+      has = li >= 0
+      state = np.where(has, self.light_table[li, min(step, self.light_table.shape[1] - 1)],
                        0)
       red = (state == 4) | (state == 1) | (state == 7)
       # On yellow, stop if it can be done at a comfortable 3.5 m/s^2.
       yellow = (state == 5) | (state == 2)
       can_stop = gap > v[:, None] ** 2 / (2 * 3.5)
       block |= has & (red | (yellow & can_stop))
-    sign = self.stop_sign[r] & (stop_s > self.stop_served[:, None] + 1e-3)
-    block |= sign
-    # Serve a stop sign: stopped close to the line.
-    served = sign & ahead & (v[:, None] < 0.3) & (gap < self.ag.s0[:, None] + 3.0)
-    if served.any():
-      rows, cols = np.nonzero(served)
-      self.stop_served[rows] = np.maximum(self.stop_served[rows], stop_s[rows, cols])
-      block &= ~served
+    if self._any_sign:
+      sign = self._p_sign & (stop_s > self.stop_served[p, None] + 1e-3)
+      block |= sign
+      # Serve a stop sign: stopped close to the line.
+      served = sign & ahead & (v[:, None] < 0.3) & (gap < self.ag.s0[p, None] + 3.0)
+      if served.any():
+        rows, cols = np.nonzero(served)
+        self.stop_served[p[rows]] = np.maximum(self.stop_served[p[rows]],
+                                               stop_s[rows, cols])
+        block &= ~served
     gap = np.where(ahead & block, gap, np.inf)
     return gap.min(axis=1)
 
-  def _pair_cache(self):
-    """Route-pair relations gathered per entry pair ``(E, E)``; rebuilt only when an
-    agent changes route or enters (the tables are static per route pair)."""
-    tab = self.tab
-    ri, rj = self.route[:, None], self.route[None, :]
-    delta = tab.delta[ri, rj]
-    shared = ~np.isnan(delta) & (self.owner[:, None] != self.owner[None, :])
-    self._c_delta = np.where(shared, delta, 0.0)
-    self._c_shared = shared
-    self._c_end = np.where(shared, tab.common_end[ri, rj], -np.inf)
-    self._c_join = np.where(shared, tab.join[ri, rj], 0.0)
-    self._c_join_t = self._c_join.T
-    self._c_yield = tab.priority[ri, rj] == 1
-    self._c_yield_t = self._c_yield.T
-    self._dirty = False
+  def _leaders(self, s: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pairwise following among live entries, as a sparse list of (follower, leader).
 
-  def _leaders(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairwise following: gaps ``(E, E)`` and lead speeds, plus a stop gap ``(E,)``."""
-    if self._dirty:
-      self._pair_cache()
-    s, v, h, act = self.s, self.v, self.half, self.active
+    Returns:
+      rows, cols, gap: follower and leader entry ``(K,)`` and their bumper gap (m);
+      stop_gap ``(L,)``: distance to stop before a join where a leader with right of
+      way will come from the other branch (inf if none).
+    """
     si, sj = s[:, None], s[None, :]
-    pos = sj + self._c_delta
-    end = self._c_end
-    shared = self._c_shared & act[None, :] & act[:, None] & (si < end) & (
-        pos < end + h[None, :] + 1.0)
-    join_i = self._c_join
-    # Gap acceptance at a join, as a distance: a yielding agent places itself this much
-    # farther from the join when ordering against an agent with right of way.
-    pen_i = np.where(self._c_yield & (si < join_i), self._crit_d[:, None] * np.maximum(
-        v[None, :], 5.0), 0.0)
-    pen_j = np.where(self._c_yield_t & (sj < self._c_join_t), self._crit_d[None, :]
-                     * np.maximum(v[:, None], 5.0), 0.0)
-    key_i = si - pen_i
-    key_j = pos - pen_j
-    ahead = (key_j > key_i) | ((key_j == key_i) & self._upper)
-    lead = shared & ahead
-    hh = h[:, None] + h[None, :]
-    gap = pos - si - hh
+    # j leads i when ahead of it in the shared arc coordinate (s_j + delta > s_i).
+    key = sj - si
+    if self._any_yield:
+      # Gap acceptance at a join, as a distance: a yielding agent places itself this
+      # much farther from the join when ordering against an agent with right of way.
+      key += np.where(self._c_yield & (si < self._c_join),
+                      self._c_crit * np.maximum(v[None, :], 5.0), 0.0)
+      key -= np.where(self._c_yield_t & (sj < self._c_join_t),
+                      self._c_crit.T * np.maximum(v[:, None], 5.0), 0.0)
+    lead = (si < self._c_end) & (sj < self._c_end2) & (key > self._c_thr)
+    flat = np.flatnonzero(lead)
+    rows, cols = np.divmod(flat, len(s))
+    gap = s[cols] - s[rows] + self._c_delta_hh.ravel()[flat]
     # A leader that is not physically ahead yet (it comes from the other branch of a
     # join and has the right of way): wait before the join.
-    wait = lead & (gap <= 0.0) & (si + h[:, None] < join_i)
-    stop_gap = np.where(wait, join_i - 1.0 - si - h[:, None], np.inf).min(axis=1)
-    gap = np.where(lead & ~wait, gap, np.inf)
-    return gap, np.broadcast_to(v[None, :], gap.shape), stop_gap
+    join_h = self._c_join_h.ravel()[flat]
+    wait = (gap <= 0.0) & (s[rows] < join_h)
+    stop_gap = np.full(len(s), np.inf)
+    if wait.any():
+      np.minimum.at(stop_gap, rows[wait], join_h[wait] - 1.0 - s[rows[wait]])
+      go = ~wait
+      rows, cols, gap = rows[go], cols[go], gap[go]
+    return rows, cols, gap, stop_gap
 
-  def _zone_gaps(self) -> np.ndarray:
-    """Gap (m) to the entry of a crossing zone this agent must not enter ``(E,)``."""
-    if self.zone_pairs is None:
-      return np.full(len(self.s), np.inf)
-    pi, pj, k = self.zone_pairs
-    out = np.full(len(self.s), np.inf)
-    if len(pi) == 0:
+  def _zone_gaps(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Gap (m) to the entry of a crossing zone a live entry must not enter ``(L,)``."""
+    out = np.full(len(s), np.inf)
+    if self._zones is None:
       return out
-    tab = self.tab
-    act = self.active[pi] & self.active[pj]
-    ri, rj = self.route[pi], self.route[pj]
-    za = tab.zone[ri, rj, k]
-    zb = tab.zone[rj, ri, k]
-    si, sj, vi, vj = self.s[pi], self.s[pj], self.v[pi], self.v[pj]
-    hi, hj = self.half[pi], self.half[pj]
-    dist_i = za[:, 0] - si - hi
-    dist_j = zb[:, 0] - sj - hj
-    inside_i = (dist_i < 0.5) & (si - hi < za[:, 1] + 0.5)
-    inside_j = (dist_j < 1.0) & (sj - hj < zb[:, 1] + 1.0)
-    passed_j = sj - hj > zb[:, 1] + 0.5
+    pi, pj, za0, za1, zb0, zb1, y, hi, hj, crit, j_first = self._zones
+    si, sj, vi, vj = s[pi], s[pj], v[pi], v[pj]
+    dist_i = za0 - si - hi
+    dist_j = zb0 - sj - hj
+    inside_i = (dist_i < 0.5) & (si - hi < za1 + 0.5)
+    inside_j = (dist_j < 1.0) & (sj - hj < zb1 + 1.0)
+    passed_j = sj - hj > zb1 + 0.5
     # Committed: cannot stop before the zone at 4 m/s^2.
     commit_j = inside_j | (dist_j < vj**2 / 8.0 + 0.5)
     commit_i = dist_i < vi**2 / 8.0 + 0.5
     eta_i = dist_i / np.maximum(vi, 1.0)
     eta_j = dist_j / np.maximum(vj, 1.0)
-    occ_j = (zb[:, 1] - zb[:, 0] + 2 * hj) / np.maximum(vj, 1.5)
-    occ_i = (za[:, 1] - za[:, 0] + 2 * hi) / np.maximum(vi, 1.5)
-    y = tab.zone_yield[ri, rj, k]
-    crit = np.concatenate([self.ag.crit_gap, np.zeros(LC_SLOTS)])[pi]
+    occ_j = (zb1 - zb0 + 2 * hj) / np.maximum(vj, 1.5)
+    occ_i = (za1 - za0 + 2 * hi) / np.maximum(vi, 1.5)
     # Time windows overlap (with a margin): only then is there anything to resolve.
     clash = (eta_j < eta_i + occ_i + 1.5) & (eta_i < eta_j + occ_j + 1.5)
-    first_j = (eta_j < eta_i) | ((eta_j == eta_i) & (pj < pi))
+    first_j = (eta_j < eta_i) | ((eta_j == eta_i) & j_first)
     yield_ = np.where(y > 0, eta_j < crit + occ_i,
                       np.where(y < 0, commit_j & clash, clash & first_j))
-    must_wait = act & ~inside_i & ~passed_j & (inside_j | (commit_j & ~commit_i & clash)
-                                               | (yield_ & ~commit_i))
+    must_wait = ~inside_i & ~passed_j & (inside_j | (commit_j & ~commit_i & clash)
+                                         | (yield_ & ~commit_i))
     gap = np.where(must_wait, dist_i - 1.0, np.inf)
     np.minimum.at(out, pi, gap)
     return out
 
-  def set_zone_pairs(self):
-    """Agent pairs whose routes cross (rebuilt after lane changes)."""
-    self._dirty = True
-    tab = self.tab
-    r = self.route
-    has = ~np.isnan(tab.zone[r[:, None], r[None, :], :, 0])
-    own = self.owner
-    has &= (own[:, None] != own[None, :])[..., None]
-    self.zone_pairs = np.nonzero(has)
-
   # ---------------------------------------------------------------------------------
   def step(self, step: int):
-    a = self.num_agents
-    ag = self.ag
+    """Advances every agent by one 0.1 s step (IDM, bounded jerk)."""
     self._spawn(step)
-    gap, vl, stop_gap = self._leaders()
-    zone_gap = self._zone_gaps()
-    obst = np.minimum(np.minimum(stop_gap, zone_gap)[:a], self._obstacles(step))
-    # Lane-changing agents also respect their old lane's leader (secondary entry).
-    sec = np.nonzero(self.owner[a:] >= 0)[0] + a
-    r, s, v = self.route[:a], self.s[:a], self.v[:a]
-    ds = self.tab.ds[r]
-    vmax = self.tab.vmax[r, np.minimum((s / ds).astype(np.int64), self.tab.vmax.shape[1] - 1)]
-    v0 = np.maximum(vmax * ag.v0f, 0.0)
-    free = 1.0 - (v / np.maximum(v0, 0.2)) ** 4
-    free = np.where(v0 < 0.05, -v / 0.2, free)
-    sq = 2 * np.sqrt(ag.amax * ag.bcomf)
-    def interaction(g, lead_v, vv, rows):
-      star = ag.s0[rows, None] + np.maximum(
-          0.0, vv[:, None] * ag.headway[rows, None] + vv[:, None] * (vv[:, None] - lead_v)
-          / sq[rows, None])
-      return ((star / np.maximum(g, 0.05)) ** 2).max(axis=1)
-    rows = np.arange(a)
-    inter = interaction(gap[:a], vl[:a], v, rows)
-    inter = np.maximum(inter, interaction(obst[:, None], np.zeros((a, 1)), v, rows))
-    if len(sec):
-      own = self.owner[sec]
-      inter2 = interaction(np.minimum(gap[sec], zone_gap[sec, None]), vl[sec], v[own], own)
-      inter[own] = np.maximum(inter[own], inter2)
-    acc = ag.amax * (free - inter)
-    acc = np.clip(acc, A_MIN, np.minimum(A_MAX, ag.amax))
-    acc = np.clip(acc, self.acc - JERK_DOWN, self.acc + JERK_UP)
-    acc = np.clip(acc, A_MIN, A_MAX)
+    if self._dirty:
+      self._rebuild()
+    live, p, n_p = self._live, self._prim, self._n_prim
+    if len(live) == 0:
+      return
+    s_l, v_l = self.s[live], self.v[live]
+    s, v = s_l[:n_p], v_l[:n_p]
+    rows, cols, gap, stop_gap = self._leaders(s_l, v_l)
+    zone_gap = self._zone_gaps(s_l, v_l)
+    # Stationary obstacles per entry: stop lines, waiting before a join or a crossing
+    # zone. A lane-changing agent's secondary (old-lane) entry brings its old lane's
+    # leaders and crossings.
+    obst = zone_gap.copy()
+    obst[:n_p] = np.minimum(np.minimum(stop_gap[:n_p], obst[:n_p]),
+                            self._obstacles(step, s, v))
+    # IDM interaction term (s*/gap)^2, the largest over leaders and the obstacle.
+    vr = v_l[rows]
+    star = self._s0_row[rows] + np.maximum(
+        0.0, vr * self._t_row[rows] + vr * (vr - v_l[cols]) / self._sq_row[rows])
+    ratio = np.zeros(len(live))
+    np.maximum.at(ratio, rows, star / np.maximum(gap, 0.05))
+    star0 = self._s0_row + np.maximum(0.0, v_l * self._t_row + v_l * v_l / self._sq_row)
+    ratio = np.maximum(ratio, star0 / np.maximum(obst, 0.05))
+    inter = ratio[:n_p] ** 2
+    if n_p < len(live):
+      np.maximum.at(inter, self._sec_row, ratio[n_p:] ** 2)
+    vmax = self._vmax_flat[self._p_vmax_base + np.minimum(
+        (s / self._p_ds).astype(np.int64), self._vmax_last)]
+    v0 = np.maximum(vmax * self._p_v0f, 0.0)
+    free = np.where(v0 < 0.05, -v / 0.2, 1.0 - (v / np.maximum(v0, 0.2)) ** 4)
+    amax = self._p_amax
+    acc = np.clip(amax * (free - inter), A_MIN, np.minimum(A_MAX, amax))
+    prev = self.acc[p]
+    acc = np.clip(acc, np.maximum(prev - JERK_DOWN, A_MIN), np.minimum(prev + JERK_UP, A_MAX))
     v_new = np.maximum(v + acc * DT, 0.0)
-    acc = np.where(self.active[:a], (v_new - v) / DT, 0.0)
-    self.acc = acc
-    self.s[:a] += np.where(self.active[:a], (v + v_new) / 2 * DT, 0.0)
-    self.v[:a] = np.where(self.active[:a], v_new, 0.0)
-    if len(sec):
-      own = self.owner[sec]
-      self.s[sec] += (v[own] + v_new[own]) / 2 * DT
+    self.acc[p] = (v_new - v) / DT
+    ds = (v + v_new) * (DT / 2)
+    s_new = s + ds
+    self.s[p] = s_new
+    self.v[p] = v_new
+    if n_p < len(live):
+      own = self._sec_row
+      sec = live[n_p:]
+      self.s[sec] += ds[own]
       self.v[sec] = v_new[own]
     # Leave the map at the end of the route.
-    done = self.active[:a] & (self.s[:a] > self.tab.length[r])
+    done = s_new > self._p_len
     if done.any():
-      self.active[:a] &= ~done
-      self.finished |= done
-      for i in np.nonzero(done)[0]:
+      for i in p[done]:
+        self.active[i] = False
+        self.finished[i] = True
+        self.v[i] = 0.0
+        self.acc[i] = 0.0
         self._end_lane_change(i)
-    self._update_lane_changes()
+      self._dirty = True
+    if self._lc_active:
+      self._update_lane_changes()
     if step % 10 == 5:
       self._maybe_change_lanes()
 
   def _spawn(self, step: int):
-    a = self.num_agents
-    want = np.nonzero((self.spawn_step >= 0) & (self.spawn_step <= step)
-                      & ~self.active[:a])[0]
-    if len(want) == 0:
+    if self._next_spawn > step:
       return
+    pend = self._pending
+    want = pend[self.spawn_step[pend] <= step]
+    # First come, first served at each entry: only the earliest due arrival per entry
+    # lane may enter (agents are indexed in arrival order per entry).
+    _, first = np.unique(self._entry_lane[want], return_index=True)
+    want = want[np.sort(first)]
     # Enter only if the route's start is clear of everyone sharing it.
-    d = self.tab.delta[self.route[want][:, None], self.route[None, :]]
-    ok = self.active[None, :] & ~np.isnan(d)
-    pos = self.s[None, :] + np.where(ok, d, 0.0)
-    sw, hw = self.s[want, None], self.half[want, None]
-    clear_ahead = (self.ag.s0[want] + 2.0 + self.v[want] * self.ag.headway[want])[:, None]
-    near = ok & (pos - self.half[None, :] < sw + hw + clear_ahead) & (
-        pos + self.half[None, :] > sw - hw - 8.0)
-    blocked = near.any(axis=1)
-    free = np.nonzero(~blocked)[0]
+    live = np.flatnonzero(self.active)
+    d = self.tab.delta[self.route[want][:, None], self.route[live][None, :]]
+    ok = ~np.isnan(d)
+    half = self.half[live]
+    pos = self.s[live] + np.where(ok, d, 0.0)
+    sw, hw, vw = self.s[want], self.half[want], self.v[want]
+    ag = self.ag
+    # Room to follow at the arrival speed, and to brake comfortably to a slower leader.
+    closing = np.maximum(vw[:, None] - self.v[live][None, :], 0.0)
+    clear_ahead = ((ag.s0[want] + 2.0 + vw * ag.headway[want])[:, None]
+                   + closing**2 / (2 * ag.bcomf[want])[:, None])
+    near = ok & (pos - half < (sw + hw)[:, None] + clear_ahead) & (
+        pos + half > (sw - hw - 8.0)[:, None])
+    free = np.flatnonzero(~near.any(axis=1))
     if len(free):
       # One arrival per step: two arrivals on routes sharing an entry would otherwise
       # appear on top of each other (neither sees the other before it is active).
       i = want[free[0]]
       self.active[i] = True
       self.spawn_step[i] = -1
-      self.set_zone_pairs()
+      self._set_pending()
+      self._dirty = True
+    else:
+      # Entries stay blocked for a while (a queue at the map's edge): look again later.
+      self._next_spawn = step + 3
+
+  def _set_pending(self):
+    """Agents still waiting to enter, and the earliest step one of them may."""
+    self._pending = np.flatnonzero(self.spawn_step >= 0)
+    self._next_spawn = (int(self.spawn_step[self._pending].min()) if len(self._pending)
+                        else np.inf)
 
   # ---------------------------------------------------------------------------------
   def _update_lane_changes(self):
     on = self.lc_t >= 0
-    if not on.any():
-      return
     self.lc_t[on] += DT
     for i in np.nonzero(on & (self.lc_t >= self.lc_dur))[0]:
       self._end_lane_change(i)
@@ -391,11 +482,15 @@ class TrafficSim:
       self.owner[slot] = -1
       self.active[slot] = False
       self.lc_slot[i] = -1
+      self._dirty = True
     self.lc_t[i] = -1.0
     self.lc_d0[i] = 0.0
+    self._lc_active = bool((self.lc_t >= 0).any())
 
   def lateral(self) -> tuple[np.ndarray, np.ndarray]:
     """Current lateral offset (m) and its rate (m/s) per agent ``(A,)``."""
+    if not self._lc_active:
+      return np.zeros(self.num_agents), np.zeros(self.num_agents)
     on = self.lc_t >= 0
     q, dq = _quintic(np.where(on, self.lc_t / self.lc_dur, 1.0))
     return self.lc_d0 * (1 - q), -self.lc_d0 * dq / self.lc_dur
@@ -434,12 +529,18 @@ class TrafficSim:
       nr = new_routes[self.rng.integers(len(new_routes))]
       ti = tab.lanes[nr].index(target)
       ns = tab.lane_start[nr, ti] + frac * (tab.lane_end[nr, ti] - tab.lane_start[nr, ti])
+      # Parallel lanes differ in length on curves: move to the point of the new route
+      # abreast of the agent (no jump along the road; the offset is purely lateral).
+      old_xy = tab.lookup(np.array([r]), np.array([self.s[i]]))[0][0]
+      for _ in range(3):
+        new_xy, new_yaw = tab.lookup(np.array([nr]), np.array([ns]))
+        ns += float((old_xy[0] - new_xy[0, 0]) * np.cos(new_yaw[0])
+                    + (old_xy[1] - new_xy[0, 1]) * np.sin(new_yaw[0]))
       if not self._gap_ok(i, nr, ns):
         continue
-      old_xy, _ = tab.lookup(np.array([r]), np.array([self.s[i]]))
       new_xy, new_yaw = tab.lookup(np.array([nr]), np.array([ns]))
-      nrm = np.array([-np.sin(new_yaw[0]), np.cos(new_yaw[0])])
-      d0 = float((old_xy[0] - new_xy[0]) @ nrm)
+      d0 = float(-(old_xy[0] - new_xy[0, 0]) * np.sin(new_yaw[0])
+                 + (old_xy[1] - new_xy[0, 1]) * np.cos(new_yaw[0]))
       slot = free_slots.pop()
       e = a + slot
       self.owner[e] = i
@@ -449,7 +550,8 @@ class TrafficSim:
       self.lc_slot[i] = slot
       self.route[i], self.s[i] = nr, ns
       self.lc_t[i], self.lc_dur[i], self.lc_d0[i] = 0.0, dur, d0
-      self.set_zone_pairs()
+      self._lc_active = True
+      self._dirty = True
 
   def _gap_ok(self, i: int, nr: int, ns: float) -> bool:
     """Safe gaps ahead and behind at arc ``ns`` of route ``nr`` (accepted by humans)."""
@@ -466,7 +568,7 @@ class TrafficSim:
   def run(self, num_steps: int) -> tuple[np.ndarray, ...]:
     """Runs ``num_steps`` steps; returns per-step (route, s, v, d, d_dot, active)."""
     a = self.num_agents
-    self.set_zone_pairs()
+    self._dirty = True
     out = [np.zeros((a, num_steps), np.int64), np.zeros((a, num_steps)),
            np.zeros((a, num_steps)), np.zeros((a, num_steps)), np.zeros((a, num_steps)),
            np.zeros((a, num_steps), bool)]
