@@ -33,6 +33,7 @@ from spacer_jax.models.reference import (
     position_valid,
 )
 from spacer_jax.sim.datatypes import SimulatorState
+from spacer_jax.tokens.vocabulary import agent_type_index
 
 ModelLike = Union[ReferenceModel, ReferenceConfig]
 
@@ -174,7 +175,7 @@ def build_reference_inputs(state: SimulatorState, token_ids: jax.Array,
                     jnp.max(jnp.where(log.valid, log.width, 0.0), axis=-1)], axis=-1)
   inputs = ReferenceInputs(
       map_segments=segments,
-      agent_type=jnp.clip(meta.object_types - 1, 0, 2).astype(jnp.int32),
+      agent_type=agent_type_index(meta.object_types).astype(jnp.int32),
       agent_size=size.astype(jnp.float32),
       agent_valid=meta.is_valid,
       token_ids=jnp.asarray(token_ids, jnp.int32),

@@ -1,0 +1,139 @@
+"""Behaviour cloning of the SPACER policy architecture on logged tokens (HR-PPO's anchor).
+
+Every controlled agent follows its log in the token environment: at each policy step it
+takes the *expert token*, the token nearest to the logged motion from its current
+simulated pose (so the rollout stays on the log and the observations are the ones the
+policy would see). The policy is trained by cross-entropy to predict those tokens from
+its own decentralised observation. The expert rollout and the update run in one jit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from spacer_jax.spacer.policy import LateFusionPolicy
+from spacer_jax.spacer.rewards import AgentStatus
+from spacer_jax.spacer.selfplay import SelfPlay, Worlds, select_worlds
+from spacer_jax.training import Checkpointer, MetricLogger
+
+
+def expert_episode(selfplay: SelfPlay, worlds: Worlds):
+  """Observations and expert tokens along the log, time-major.
+
+  Returns:
+    ``(obs (T, W, N, ...), tokens (T, W, N) int32, valid (T, W, N) bool)``: valid where
+    the agent is controlled and its log covers the whole token.
+  """
+  state = worlds.state
+  controlled = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[
+      ..., 0]
+  status = AgentStatus.create(controlled)
+  goal_visible = jnp.ones_like(controlled)
+
+  def step(state, _):
+    obs = selfplay.observe(worlds, state, status, goal_visible)
+    tokens, ok = selfplay.token_env.expert_tokens(state)
+    ok = ok & controlled
+    state, _ = selfplay.token_env.step(state, jnp.where(ok, tokens, -1))
+    return state, (obs, tokens, ok)
+
+  _, (obs, tokens, valid) = jax.lax.scan(step, state, None, length=selfplay.num_steps)
+  return obs, tokens, valid
+
+
+def bc_loss(policy: LateFusionPolicy, params: Any, obs, tokens: jax.Array,
+            valid: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masked token cross-entropy and top-1 accuracy of the policy on expert tokens."""
+  logits, _ = policy.apply(params, obs)
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_p, tokens[..., None], axis=-1)[..., 0]
+  n = jnp.maximum(jnp.sum(valid), 1)
+  loss = jnp.sum(jnp.where(valid, nll, 0.0)) / n
+  acc = jnp.sum(valid & (jnp.argmax(logits, -1) == tokens)) / n
+  return loss, {'bc_nll': loss, 'bc_top1': acc}
+
+
+def make_bc_step(selfplay: SelfPlay, optimizer: optax.GradientTransformation,
+                 batch_worlds: int) -> Callable:
+  """``step(params, opt_state, pool, rng) -> (params, opt_state, metrics)``, jittable."""
+
+  def step(params, opt_state, pool: Worlds, rng):
+    size = pool.goal.shape[0]
+    index = jax.random.choice(rng, size, (batch_worlds,), replace=size < batch_worlds)
+    obs, tokens, valid = expert_episode(selfplay, select_worlds(pool, index))
+    grads, metrics = jax.grad(
+        lambda p: bc_loss(selfplay.policy, p, obs, tokens, valid), has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  return step
+
+
+def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: SelfPlay,
+                    load_scenarios: Callable[[list[int]], Any],
+                    pool_seeds: Callable[[int], list[int]]) -> Any:
+  """Trains (or resumes, or just loads when finished) the BC policy in ``workdir``.
+
+  Args:
+    config: the SPACER config (``bc`` section: steps, batch_worlds, lr).
+    workdir: checkpoint / log directory of the BC run.
+    selfplay: supplies the policy, observation and token environment.
+    load_scenarios: seeds -> batched scenarios.
+    pool_seeds: pool index -> seeds (the BC run uses pool 0, the first training pool).
+
+  Returns:
+    The trained policy parameters.
+  """
+  from spacer_jax.spacer.train import init_train_state
+  pool = jax.jit(selfplay.prepare)(load_scenarios(pool_seeds(0)))
+  optimizer = optax.adam(config.bc.lr)
+  init = init_train_state(selfplay, optimizer, pool, jax.random.PRNGKey(config.seed + 3))
+  params, opt_state = init.params, init.opt_state
+  ckpt = Checkpointer(workdir)
+  restored = ckpt.restore({'params': params, 'opt_state': opt_state})
+  step = 0
+  if restored is not None:
+    step, tree, _ = restored
+    params, opt_state = tree['params'], tree['opt_state']
+  if step >= config.bc.steps:
+    ckpt.close()
+    return params
+  logger = MetricLogger(workdir, print_keys=['bc_nll', 'bc_top1'],
+                        total_steps=config.bc.steps)
+  bc_step = jax.jit(make_bc_step(selfplay, optimizer, config.bc.batch_worlds))
+  rng = jax.random.PRNGKey(config.seed + 4)
+  log_every = max(1, config.bc.steps // 20)
+  start = time.perf_counter()
+  while step < config.bc.steps:
+    params, opt_state, metrics = bc_step(params, opt_state, pool,
+                                         jax.random.fold_in(rng, step))
+    step += 1
+    if step % log_every == 0 or step == config.bc.steps:
+      logger.write(step, metrics, prefix='bc/')
+    if step % (10 * log_every) == 0 or step == config.bc.steps:
+      ckpt.save(step, {'params': params, 'opt_state': opt_state},
+                {'kind': 'bc_policy', 'seconds': time.perf_counter() - start})
+  logger.close()
+  ckpt.close()
+  return params
+
+
+def load_bc_policy(path: str) -> Any:
+  """Parameters of a finished BC run (its workdir)."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'BC checkpoint directory {path!r} does not exist.')
+  out = Checkpointer(path).restore(None)
+  if out is None:
+    raise ValueError(f'{path} holds no finished BC checkpoint.')
+  return out[1]['params']
+
+
+__all__ = ['bc_loss', 'expert_episode', 'load_bc_policy', 'make_bc_step', 'train_bc_policy']

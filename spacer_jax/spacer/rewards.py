@@ -1,0 +1,206 @@
+"""SPACER rewards and per-agent episode status.
+
+Per agent and policy step (paper's "Objective")::
+
+  r_t = w_goal * 1[goal] - w_collision * 1[collision] - w_offroad * 1[off road]
+        + alpha * log p_ref(a_t | s_t)
+
+The goal is reached within ``goal_radius`` (2 m) of the agent's last valid logged
+position. What happens after an event is configurable per event:
+
+* ``'remove'``: the agent stops acting and leaves the scene (the rollout marks it
+  invalid in the simulated trajectory, so others can no longer hit it);
+* ``'freeze'``: the agent stops acting and stays where it is as an obstacle;
+* ``'continue'``: the agent keeps acting. Collision and off-road penalties then recur
+  at every step the flag holds; the goal reward is paid once (the first time), so
+  loitering at the goal earns nothing.
+
+:class:`AgentStatus` carries the episode state per agent slot; :func:`update_status`
+advances it by one step and says which events count for that step's reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from spacer_jax.sim.datatypes import SimulatorState
+from spacer_jax.sim.metrics import registry
+from spacer_jax.sim.metrics.base import MetricResult
+
+TERMINAL_BEHAVIOURS = ('remove', 'freeze', 'continue')
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  """Reward weights and terminal behaviour (paper defaults).
+
+  Attributes:
+    goal_weight: reward for reaching the goal (w_goal).
+    collision_weight: penalty per collision (w_collision, subtracted).
+    offroad_weight: penalty per off-road event (w_offroad, subtracted).
+    likelihood_weight: alpha, weight of log p_ref(token) in the reward (the paper
+      sweeps 0, 0.001, 0.01, 0.1; 0.1 collapses entropy and realism).
+    goal_radius: metres from the goal that count as reached.
+    after_goal, after_collision, after_offroad: one of ``TERMINAL_BEHAVIOURS``.
+  """
+
+  goal_weight: float = 1.0
+  collision_weight: float = 0.75
+  offroad_weight: float = 0.75
+  likelihood_weight: float = 0.001
+  goal_radius: float = 2.0
+  after_goal: str = 'remove'
+  after_collision: str = 'remove'
+  after_offroad: str = 'remove'
+
+  def __post_init__(self):
+    for name in ('after_goal', 'after_collision', 'after_offroad'):
+      if getattr(self, name) not in TERMINAL_BEHAVIOURS:
+        raise ValueError(f'RewardConfig.{name}={getattr(self, name)!r}; expected one of '
+                         f'{TERMINAL_BEHAVIOURS}.')
+    if not self.goal_radius > 0:
+      raise ValueError(f'RewardConfig.goal_radius must be > 0, got {self.goal_radius}.')
+    for name in ('goal_weight', 'collision_weight', 'offroad_weight', 'likelihood_weight'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'RewardConfig.{name} must be >= 0, got {getattr(self, name)}.')
+
+
+@struct.dataclass
+class AgentStatus:
+  """Episode state per agent slot; all fields ``(..., N)`` bool.
+
+  Attributes:
+    alive: the agent still acts (and its steps count for learning).
+    frozen: stopped after an event with ``'freeze'``; stays in the scene.
+    removed: taken out of the scene after an event with ``'remove'``.
+    goal_reached, collided, offroad: the event has happened at least once.
+  """
+
+  alive: jax.Array
+  frozen: jax.Array
+  removed: jax.Array
+  goal_reached: jax.Array
+  collided: jax.Array
+  offroad: jax.Array
+
+  @classmethod
+  def create(cls, controlled: jax.Array) -> AgentStatus:
+    """Start of an episode: the controlled slots ``(..., N)`` are alive."""
+    alive = jnp.asarray(controlled, bool)
+    false = jnp.zeros_like(alive)
+    return cls(alive=alive, frozen=false, removed=false, goal_reached=false,
+               collided=false, offroad=false)
+
+
+@struct.dataclass
+class StepEvents:
+  """What one step did, per agent slot; all ``(..., N)`` bool.
+
+  Attributes:
+    acted: the agent was alive during the step (the learning mask of the step).
+    goal: it reached its goal for the first time.
+    collision, offroad: it collided / was off road after the step.
+    done: its episode ended with this step (an event with 'remove' or 'freeze').
+  """
+
+  acted: jax.Array
+  goal: jax.Array
+  collision: jax.Array
+  offroad: jax.Array
+  done: jax.Array
+
+
+def at_goal(xy: jax.Array, goal: jax.Array, radius: float) -> jax.Array:
+  """``(..., N)`` bool: positions ``(..., N, 2)`` within ``radius`` m of ``goal``."""
+  d2 = (xy[..., 0] - goal[..., 0]) ** 2 + (xy[..., 1] - goal[..., 1]) ** 2
+  return d2 <= radius**2
+
+
+def _flag(result: MetricResult) -> jax.Array:
+  return result.valid & (result.value > 0)
+
+
+def event_flags(state: SimulatorState, goal: jax.Array, config: RewardConfig,
+                metrics: dict[str, MetricResult] | None = None
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(collided, offroad, at_goal)``, each ``(..., N)`` bool, at ``state.timestep``.
+
+  Collision is the registry's ``overlap`` (box overlap with any valid object) and
+  off-road its ``offroad``; pass ``metrics`` from ``env.metrics`` to reuse them.
+  """
+  needed = ('overlap', 'offroad')
+  have = {} if metrics is None else {n: metrics[n] for n in needed if n in metrics}
+  missing = [n for n in needed if n not in have]
+  if missing:
+    have.update(registry.run_metrics(state, missing))
+  cur = state.current_sim_trajectory
+  reached = cur.valid[..., 0] & at_goal(cur.xy[..., 0, :], goal, config.goal_radius)
+  return _flag(have['overlap']), _flag(have['offroad']), reached
+
+
+def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,
+                  reached: jax.Array, config: RewardConfig
+                  ) -> tuple[AgentStatus, StepEvents]:
+  """Advances the status by one step from the flags measured after it.
+
+  Args:
+    status: before the step.
+    collided, offroad, reached: ``(..., N)`` bool after the step (:func:`event_flags`).
+    config: terminal behaviours.
+
+  Returns:
+    ``(status after the step, StepEvents)``. Only agents alive before the step have
+    events.
+  """
+  alive = status.alive
+  goal = alive & reached & ~status.goal_reached
+  collision = alive & collided
+  off = alive & offroad
+  events = {'goal': (goal, config.after_goal),
+            'collision': (collision, config.after_collision),
+            'offroad': (off, config.after_offroad)}
+  remove = jnp.zeros_like(alive)
+  freeze = jnp.zeros_like(alive)
+  for flag, behaviour in events.values():
+    if behaviour == 'remove':
+      remove = remove | flag
+    elif behaviour == 'freeze':
+      freeze = freeze | flag
+  freeze = freeze & ~remove  # Removal wins when both happen at once.
+  done = remove | freeze
+  new = AgentStatus(
+      alive=alive & ~done, frozen=status.frozen | freeze, removed=status.removed | remove,
+      goal_reached=status.goal_reached | goal, collided=status.collided | collision,
+      offroad=status.offroad | off)
+  return new, StepEvents(acted=alive, goal=goal, collision=collision, offroad=off,
+                         done=done)
+
+
+def task_reward(collided: jax.Array, offroad: jax.Array, goal_reached: jax.Array,
+                alive: jax.Array, config: RewardConfig) -> jax.Array:
+  """``w_goal 1[goal] - w_col 1[collided] - w_off 1[offroad]`` where ``alive``, else 0.
+
+  All inputs ``(..., N)`` bool (e.g. the fields of :class:`StepEvents`, with
+  ``alive = events.acted``); returns float32 ``(..., N)``.
+  """
+  r = (config.goal_weight * goal_reached.astype(jnp.float32)
+       - config.collision_weight * collided.astype(jnp.float32)
+       - config.offroad_weight * offroad.astype(jnp.float32))
+  return jnp.where(alive, r, 0.0)
+
+
+def spacer_reward(task: jax.Array, ref_log_prob: jax.Array, alive: jax.Array,
+                  config: RewardConfig) -> jax.Array:
+  """``task + alpha * log p_ref(a_t)`` where ``alive``, else 0; all ``(..., N)``."""
+  return jnp.where(alive, task + config.likelihood_weight * ref_log_prob, 0.0)
+
+
+def step_reward(events: StepEvents, ref_log_prob: jax.Array, config: RewardConfig
+                ) -> jax.Array:
+  """The full per-step SPACER reward ``(..., N)`` from :func:`update_status`'s events."""
+  task = task_reward(events.collision, events.offroad, events.goal, events.acted, config)
+  return spacer_reward(task, ref_log_prob, events.acted, config)

@@ -1,0 +1,158 @@
+"""The compiled SPACER train step: it learns, anchors, resumes identically, never retraces.
+
+A tiny world (16 slots, 4000 map points, K = 32 tokens, 10 policy steps) keeps each
+compile to seconds; the scenario pool is shared by the module.
+"""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import spacer as spacer_configs
+from spacer_jax.apps import train_spacer
+from spacer_jax.data.generator import GeneratorConfig, generate_batch
+from spacer_jax.models import build_reference_inputs, init_reference, reference_config
+from spacer_jax.spacer import train as train_lib
+from spacer_jax.spacer.losses import LossConfig
+from spacer_jax.tokens import BuildConfig, build_vocabulary_from_generator
+
+GEN = GeneratorConfig(num_objects=16, num_roadgraph_points=4000)
+
+
+@pytest.fixture(scope='module')
+def setup():
+  config = spacer_configs.get_config('tiny')
+  vocab, _ = build_vocabulary_from_generator(
+      range(2), GEN, BuildConfig(num_tokens=config.tokens.num_tokens, max_segments=1500))
+  selfplay = train_spacer.make_selfplay(config, vocab)
+  pool = jax.jit(selfplay.prepare)(generate_batch(range(50, 54), GEN))
+  rcfg = reference_config('nano', hidden=32, num_tokens=vocab.num_tokens,
+                          num_map_segments=32, k_map=8, k_agent=4, k_map_self=4)
+  inputs = build_reference_inputs(pool.state, pool.history.token_ids, pool.history.poses,
+                                  pool.history.valid, config=rcfg)
+  ref_params = init_reference(rcfg, jax.random.PRNGKey(1), inputs)
+  # A peaked reference (a fixed random preference over tokens per type), far from the
+  # near-uniform initial policy, so that KL(pi || p_ref) has somewhere to fall.
+  ref_params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (3.0 * jax.random.normal(jax.random.PRNGKey(5), x.shape)
+                       if 'out_bias' in jax.tree_util.keystr(path) else x), ref_params)
+  return config, selfplay, pool, rcfg, ref_params
+
+
+def _trainer(setup, anchor_kind='reference', kl_coef=0.1, alpha=0.01, steps=1, lr=3e-4,
+             entropy_coef=1e-4):
+  config, selfplay, pool, rcfg, ref_params = setup
+  anchor = (train_lib.Anchor('reference', rcfg, alpha) if anchor_kind == 'reference'
+            else train_lib.Anchor('none'))
+  ppo = train_lib.PPOConfig(num_worlds=4, epochs=2, num_minibatches=2, lr=lr)
+  opt = train_lib.make_optimizer(ppo)
+  state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
+  step = train_lib.make_train_step(selfplay, anchor,
+                                   LossConfig(kl_coef=kl_coef, entropy_coef=entropy_coef),
+                                   ppo, opt)
+  return state, step
+
+
+def test_episode_shapes_and_anchor_alignment(setup):
+  config, selfplay, pool, rcfg, ref_params = setup
+  worlds = jax.tree_util.tree_map(lambda x: x[:2], pool)
+  policy_params = train_lib.init_train_state(
+      selfplay, train_lib.make_optimizer(train_lib.PPOConfig()), pool,
+      jax.random.PRNGKey(0)).params
+  episode = jax.jit(selfplay.rollout)(policy_params, worlds, jax.random.PRNGKey(2))
+  t, n = selfplay.num_steps, 16
+  assert episode.actions.shape == (t, 2, n)
+  assert episode.obs.ego.shape[:3] == (t, 2, n)
+  # Only controlled agents act, and the final state is S * T steps later.
+  assert not np.any(np.asarray(episode.acted) & ~np.asarray(episode.controlled)[None])
+  assert np.all(np.asarray(episode.final_state.timestep)
+                == selfplay.start_step + 2 * t)
+  ids, poses, valid = jax.jit(selfplay.anchor_tokens)(worlds, episode)
+  h = selfplay.history_tokens
+  assert ids.shape == (2, n, h + t) and poses.shape == (2, n, h + t + 1, 3)
+  # The sequence holds exactly the sampled tokens where agents acted.
+  acted = np.moveaxis(np.asarray(episode.acted), 0, -1)
+  np.testing.assert_array_equal(np.asarray(ids)[..., h:][acted],
+                                np.moveaxis(np.asarray(episode.actions), 0, -1)[acted])
+  # Boundary poses after the history are the simulated poses.
+  sim = episode.final_state.sim_trajectory
+  np.testing.assert_allclose(np.asarray(poses)[..., -1, 0][np.asarray(sim.valid[..., -1])],
+                             np.asarray(sim.x[..., selfplay.start_step + 2 * t])[
+                                 np.asarray(sim.valid[..., -1])], atol=1e-5)
+  lp = jax.jit(functools.partial(train_lib.anchor_log_probs, selfplay,
+                                 train_lib.Anchor('reference', rcfg)))(ref_params, worlds,
+                                                                       episode)
+  assert lp.shape == (t, 2, n, selfplay.policy.num_tokens)
+  np.testing.assert_allclose(np.exp(np.asarray(lp)).sum(-1), 1.0, atol=1e-4)
+
+
+@pytest.fixture(scope='module')
+def anchored(setup):
+  """One compiled iteration (5 steps) of SPACER with a strong KL weight, traced once."""
+  config, selfplay, pool, rcfg, ref_params = setup
+  state, step = _trainer(setup, kl_coef=1.0, alpha=0.01, lr=3e-3)
+  traces = []
+
+  def counted(s, p, a):
+    traces.append(1)
+    return train_lib.make_train_iteration(step, 5)(s, p, a)
+
+  return state, jax.jit(counted, donate_argnums=0), traces
+
+
+def test_train_step_compiles_once_and_kl_to_reference_falls(setup, anchored):
+  """Retrace guard, finite metrics, and with beta > 0 the policy moves to p_ref."""
+  config, selfplay, pool, rcfg, ref_params = setup
+  state, iteration, traces = anchored
+  kls = []
+  for _ in range(4):
+    state, metrics = iteration(state, pool, ref_params)
+    kls.append(float(metrics['kl_ref']))
+  assert len(traces) == 1
+  assert int(state.step) == 20
+  for key in ('loss', 'kl_ref', 'entropy', 'goal_rate', 'collision_rate',
+              'anchor_log_likelihood', 'agent_steps'):
+    assert np.isfinite(float(metrics[key])), key
+  assert kls[0] > 0.5, kls  # The peaked reference starts far from the policy.
+  assert kls[-1] < 0.6 * kls[0], kls
+
+
+def test_ppo_learns_on_tiny_scenarios(setup):
+  """Task reward only: the goal rate rises and collisions + off-road fall."""
+  config, selfplay, pool, rcfg, ref_params = setup
+  state, step = _trainer(setup, anchor_kind='none', kl_coef=0.0, alpha=0.0, lr=3e-3,
+                         entropy_coef=0.0)
+  it = jax.jit(train_lib.make_train_iteration(step, 10), donate_argnums=0)
+  evaluate = jax.jit(functools.partial(train_lib.make_evaluate(selfplay), greedy=True))
+  before = evaluate(state.params, pool, jax.random.PRNGKey(9))
+  for _ in range(6):
+    state, _ = it(state, pool, None)
+  after = evaluate(state.params, pool, jax.random.PRNGKey(9))
+  score = lambda m: float(m['goal_rate'] - m['collision_rate'] - m['offroad_rate'])
+  assert float(after['task_return']) > float(before['task_return']) + 0.05, (before, after)
+  assert score(after) > score(before), (before, after)
+
+
+def test_binary_resumes_identically(tmp_path, monkeypatch):
+  """Two iterations, kill, two more == four straight (same parameters)."""
+  def run(workdir, iters):
+    config = spacer_configs.get_config('tiny')
+    config.reference.checkpoint = 'random'
+    config.train.max_iterations = iters
+    config.train.checkpoint_every = 2
+    config.train.eval_every = 0  # No evaluation: only the training path is compared.
+    return train_spacer.train_and_evaluate(config, str(workdir))
+
+  run(tmp_path / 'straight', 4)
+  run(tmp_path / 'resumed', 2)
+  last = run(tmp_path / 'resumed', 4)
+  assert np.isfinite(last['loss'])
+  from spacer_jax.training import Checkpointer
+  a = Checkpointer(str(tmp_path / 'straight' / 'checkpoints')).restore(None)
+  b = Checkpointer(str(tmp_path / 'resumed' / 'checkpoints')).restore(None)
+  assert a[0] == b[0] == 4
+  for x, y in zip(jax.tree_util.tree_leaves(a[1]), jax.tree_util.tree_leaves(b[1])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert (tmp_path / 'resumed' / 'tb').is_dir()
