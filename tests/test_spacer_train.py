@@ -156,3 +156,17 @@ def test_binary_resumes_identically(tmp_path, monkeypatch):
   for x, y in zip(jax.tree_util.tree_leaves(a[1]), jax.tree_util.tree_leaves(b[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert (tmp_path / 'resumed' / 'tb').is_dir()
+
+
+def test_hr_ppo_trains_its_bc_anchor_then_self_play(tmp_path):
+  """The hr_ppo variant: BC policy trained (and checkpointed) first, then PPO with a
+  forward KL to it; a second call reuses the finished BC run."""
+  config = spacer_configs.get_config('tiny,hr_ppo')
+  config.train.max_iterations = 1
+  config.train.eval_every = 0
+  config.bc.steps = 4
+  last = train_spacer.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(last['kl_ref']) and last['kl_ref'] >= 0.0
+  from spacer_jax.spacer import bc
+  params = bc.load_bc_policy(str(tmp_path / 'bc'))
+  assert jax.tree_util.tree_leaves(params)
