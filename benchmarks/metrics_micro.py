@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from timing_utils import best_time  # noqa: E402
 
 from spacer_jax.sim import builders  # noqa: E402
 from spacer_jax.sim.metrics import offroad, overlap, registry, road_edges, testing  # noqa: E402
@@ -41,16 +41,6 @@ def make_batch(batch: int, num_objects: int, num_points: int, seed: int = 0):
     state = builders.make_state(traj, meta, rg)
     states.append(state.replace(timestep=jnp.asarray(10, jnp.int32)))
   return builders.stack_states(states)
-
-
-def best_time(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # Compile and warm up.
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def main():

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import time
 
 import jax
-import numpy as np
+from timing_utils import best_time
 
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.models import reference_config, reference_log_probs
@@ -29,34 +28,14 @@ from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
-from spacer_jax.tokens import TokenEnvironment, TokenVocabulary
-from spacer_jax.tokens.builder import kinematic_primitives
-from spacer_jax.tokens.vocabulary import DEFAULT_BOX_SIZES
-
-
-def primitive_vocab(k: int) -> TokenVocabulary:
-  """A K-token vocabulary of kinematic primitives: speed does not depend on its content."""
-  poses = []
-  for t in range(3):
-    prim = kinematic_primitives(t, 2)
-    pick = np.linspace(0, len(prim) - 1, k - 1).astype(int)
-    poses.append(np.concatenate([np.zeros((1, 2, 3), np.float32), prim[pick]], 0))
-  return TokenVocabulary.from_poses(np.stack(poses), DEFAULT_BOX_SIZES)
-
-
-def _best(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
+from spacer_jax.tokens import TokenEnvironment
+from spacer_jax.tokens.builder import primitive_vocabulary
 
 
 def run(sizes: list[str], batches: list[int], num_objects: int, rg_points: int,
         rollout_steps: int, repeats: int, num_tokens: int = 200) -> list[dict]:
-  vocab = primitive_vocab(num_tokens)
+  # Speed does not depend on the tokens' content: primitives need no cache or data.
+  vocab = primitive_vocabulary(num_tokens)
   env = TokenEnvironment(MultiAgentEnvironment(
       get_dynamics_model('delta_global'), EnvConfig(metrics=('overlap', 'offroad'),
                                                     rewards={})), vocab)
@@ -73,12 +52,12 @@ def run(sizes: list[str], batches: list[int], num_objects: int, rg_points: int,
                                           jax.tree.map(lambda a: a[:1], inputs),
                                           jax.random.key(0)).params
       tf = jax.jit(functools.partial(reference_log_probs, config))
-      t_tf = _best(lambda tf=tf, params=params, inputs=inputs: tf(params, inputs), repeats)
+      t_tf = best_time(tf, params, inputs, repeats=repeats)
       positions = inputs.token_ids.shape[-1]
       roll = functools.partial(reference_rollout, config, vocab=vocab, token_env=env,
                                num_steps=rollout_steps, top_k=32, temperature=1.0)
-      t_ro = _best(lambda roll=roll, params=params, scen=scen: roll(
-          params, state=scen, rng=jax.random.key(1)), repeats)
+      t_ro = best_time(functools.partial(roll, state=scen, rng=jax.random.key(1)), params,
+                       repeats=repeats)
       row = {'size': size, 'batch': batch, 'agents': num_objects, 'rg_points': rg_points,
              'teacher_forced_ms': 1e3 * t_tf,
              'teacher_forced_scenarios_per_s': batch / t_tf,

@@ -21,26 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
+from timing_utils import best_time
 
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
-
-
-def _time(fn, args, repeats: int) -> float:
-  out = fn(*args)
-  jax.block_until_ready(out)
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def main() -> None:
@@ -91,12 +80,13 @@ def main() -> None:
                                                   opt)),
   }
   timings = {
-      'simulation': _time(rollout, (state.params, pool, rng), args.repeats),
-      '+reference': _time(rollout_and_reference,
-                          (state.params, pool, reference.params, rng), args.repeats),
-      'train_step (ppo)': _time(steps['ppo'], (state, pool, None), args.repeats),
-      'train_step (spacer)': _time(steps['spacer'], (state, pool, reference.params),
-                                   args.repeats),
+      'simulation': best_time(rollout, state.params, pool, rng, repeats=args.repeats),
+      '+reference': best_time(rollout_and_reference, state.params, pool,
+                              reference.params, rng, repeats=args.repeats),
+      'train_step (ppo)': best_time(steps['ppo'], state, pool, None,
+                                    repeats=args.repeats),
+      'train_step (spacer)': best_time(steps['spacer'], state, pool, reference.params,
+                                       repeats=args.repeats),
   }
   if args.profile_dir:
     with jax.profiler.trace(args.profile_dir):

@@ -24,7 +24,7 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, save_vocabulary
-from spacer_jax.tokens.builder import kinematic_primitives
+from spacer_jax.tokens.builder import primitive_vocabulary
 from spacer_jax.tokens.tokenize import tokenize
 from spacer_jax.tokens.vocabulary import DEFAULT_BOX_SIZES
 from spacer_jax.training import Checkpointer
@@ -36,12 +36,7 @@ FAST = {'xla_backend_optimization_level': 0}
 
 def _tiny_vocab(k=K) -> TokenVocabulary:
   """Token 0 standing still plus k - 1 kinematic primitives per type (no clustering)."""
-  poses = []
-  for t in range(3):
-    prim = kinematic_primitives(t, 2)
-    pick = np.linspace(0, len(prim) - 1, k - 1).astype(int)
-    poses.append(np.concatenate([np.zeros((1, 2, 3), np.float32), prim[pick]], 0))
-  return TokenVocabulary.from_poses(np.stack(poses), DEFAULT_BOX_SIZES)
+  return primitive_vocabulary(k)
 
 
 @pytest.fixture(scope='module')

@@ -120,7 +120,8 @@ def at_goal(xy: jax.Array, goal: jax.Array, radius: float) -> jax.Array:
   return d2 <= radius**2
 
 
-def _flag(result: MetricResult) -> jax.Array:
+def metric_flag(result: MetricResult) -> jax.Array:
+  """The event flag of an indicator metric (overlap, offroad): valid and positive."""
   return result.valid & (result.value > 0)
 
 
@@ -139,7 +140,7 @@ def event_flags(state: SimulatorState, goal: jax.Array, config: RewardConfig,
     have.update(registry.run_metrics(state, missing))
   cur = state.current_sim_trajectory
   reached = cur.valid[..., 0] & at_goal(cur.xy[..., 0, :], goal, config.goal_radius)
-  return _flag(have['overlap']), _flag(have['offroad']), reached
+  return metric_flag(have['overlap']), metric_flag(have['offroad']), reached
 
 
 def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,

@@ -203,8 +203,8 @@ class SelfPlay:
       # scene (a negative id makes them invalid); the rest replay the log.
       token_ids = jnp.where(status.alive, actions, jnp.where(status.frozen, 0, -1))
       state, metrics = self.token_env.step(state, token_ids)
-      collided = jnp.any(_flag(metrics['overlap']), axis=-2)
-      offroad = jnp.any(_flag(metrics['offroad']), axis=-2)
+      collided = jnp.any(rew.metric_flag(metrics['overlap']), axis=-2)
+      offroad = jnp.any(rew.metric_flag(metrics['offroad']), axis=-2)
       cur = state.current_sim_trajectory
       reached = cur.valid[..., 0] & rew.at_goal(cur.xy[..., 0, :], worlds.goal,
                                                 cfg.goal_radius)
@@ -257,10 +257,6 @@ class SelfPlay:
     poses = jnp.concatenate([hist.poses[..., :-1, :],
                              jnp.where(boundary_ok[..., None], boundary, 0.0)], axis=-2)
     return token_ids, poses, jnp.concatenate([hist.valid, valid], axis=-1)
-
-
-def _flag(result) -> jax.Array:
-  return result.valid & (result.value > 0)
 
 
 def _time_slice(trajectory: Trajectory, start: int, stop: int) -> Trajectory:

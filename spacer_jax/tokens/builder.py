@@ -457,3 +457,17 @@ def describe_seeds(seeds: list[int]) -> Any:
 def jsonable(value: Any) -> Any:
   """A JSON round trip (tuples become lists, unknown objects strings)."""
   return json.loads(json.dumps(value, default=str))
+
+
+def primitive_vocabulary(num_tokens: int, steps_per_token: int = 2) -> TokenVocabulary:
+  """Token 0 standing still plus ``num_tokens - 1`` evenly picked kinematic primitives
+  per type (no clustering, no data): for tests and speed measurements, whose results do
+  not depend on the tokens' content."""
+  poses = []
+  for t in range(NUM_AGENT_TYPES):
+    prim = kinematic_primitives(t, steps_per_token)
+    pick = np.linspace(0, len(prim) - 1, num_tokens - 1).astype(int)
+    still = np.zeros((1, steps_per_token, 3), np.float32)
+    poses.append(np.concatenate([still, prim[pick]], 0))
+  return TokenVocabulary.from_poses(np.stack(poses), DEFAULT_BOX_SIZES)
+
