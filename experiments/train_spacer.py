@@ -7,12 +7,22 @@
 
 Resumes from the newest checkpoint in the workdir. Writes TensorBoard events (tb/),
 metrics.jsonl, checkpoints/, videos/ and final_metrics.json there.
+
+Data-parallel over all local devices by default (``--config.mesh.num_devices``).
+Multi-host / multi-process: start the same command in every process with
+``--distributed`` (or ``SPACER_JAX_DISTRIBUTED=1``); the coordinator, process count and
+id come from the flags below, the ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+``JAX_PROCESS_ID`` variables, or SLURM / Cloud TPU auto-detection (see launch/)::
+
+  python -m experiments.train_spacer --workdir=/shared/run --distributed \
+      --coordinator_address=host0:1234 --num_processes=2 --process_id=0   # and =1
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from spacer_jax.apps import train_spacer
+from spacer_jax.parallel import maybe_initialize
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/spacer.py', 'Training configuration.', lock_config=True)
@@ -22,9 +32,23 @@ _REFERENCE = flags.DEFINE_string(
     'Reference model artifact or train_reference workdir (default: the default '
     'reference, trained first when missing; "random" for an untrained one).')
 
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Initialise jax.distributed (multi-process run); also enabled '
+    'by SPACER_JAX_DISTRIBUTED=1.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'host:port of process 0 ("" = JAX_COORDINATOR_ADDRESS or '
+    'cluster auto-detection).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', 0, 'Processes in the run (0 = JAX_NUM_PROCESSES or auto-detection).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', -1, 'This process (-1 = JAX_PROCESS_ID or auto-detection).')
+
 
 def main(argv):
   del argv
+  # Before anything touches a JAX backend.
+  maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                   _PROCESS_ID.value)
   config = _CONFIG.value
   if _REFERENCE.value is not None:
     with config.unlocked():

@@ -309,3 +309,16 @@ def test_event_flags_from_simulator_metrics(two_lane_state):
   np.testing.assert_array_equal(off[:3], [False, False, True])
   np.testing.assert_array_equal(reached[:3], [True, False, True])
   assert not bool(jnp.any(col[3:] | off[3:] | reached[3:]))
+
+
+def test_ppo_loss_without_anchor_reports_kl_to_uniform():
+  batch = _batch(THREE['logits'], THREE['actions'], THREE['old_logp'], THREE['adv'],
+                 THREE['returns'], THREE['old_values'], THREE['ref_logits'], [1, 1, 1])
+  batch = batch.replace(ref_log_probs=None)
+  loss, m = _loss(_params(), _apply, batch, losses.LossConfig(kl_coef=0.0))
+  p = np.exp(THREE['logits'])
+  kl = np.mean(np.sum(p * (np.log(p) - np.log(1 / 3)), -1))
+  np.testing.assert_allclose(m['kl_ref'], kl, rtol=1e-5)
+  assert np.isfinite(loss)
+  with pytest.raises(ValueError, match='kl_coef'):
+    losses.ppo_loss(_params(), _apply, batch, losses.LossConfig(kl_coef=0.1))

@@ -170,3 +170,50 @@ def test_hr_ppo_trains_its_bc_anchor_then_self_play(tmp_path):
   from spacer_jax.spacer import bc
   params = bc.load_bc_policy(str(tmp_path / 'bc'))
   assert jax.tree_util.tree_leaves(params)
+
+
+@pytest.mark.parametrize('n,m', [(10, 3), (12, 4), (9, 4), (8, 2)])
+def test_minibatches_split_each_worlds_valid_agent_steps_evenly(n, m):
+  rng = np.random.default_rng(n + m)
+  valid = np.zeros((4, n), bool)
+  for w, num_valid in enumerate([n, n // 2, 1, 0]):
+    valid[w, rng.choice(n, num_valid, replace=False)] = True
+  split = jax.jit(train_lib.minibatch_indices, static_argnums=2)
+  index, in_mb = split(jax.numpy.asarray(valid), jax.random.PRNGKey(0), m)
+  index, in_mb = np.asarray(index), np.asarray(in_mb)
+  assert index.shape == in_mb.shape == (m, 4, -(-n // m))
+  for w in range(4):
+    used = index[:, w][in_mb[:, w]]
+    assert sorted(used.tolist()) == np.flatnonzero(valid[w]).tolist()  # Each once.
+    sizes = in_mb[:, w].sum(-1)
+    assert sizes.max() - sizes.min() <= 1
+  # A world's split does not depend on the other worlds (device-count independent).
+  index2, in_mb2 = split(jax.numpy.asarray(valid[:2]), jax.random.PRNGKey(0), m)
+  np.testing.assert_array_equal(np.asarray(index2), index[:, :2])
+  np.testing.assert_array_equal(np.asarray(in_mb2), in_mb[:, :2])
+
+
+def test_scenario_source_reads_files_once_and_refuses_missing_eval(tmp_path):
+  from spacer_jax.data import generator, womd
+  config = spacer_configs.get_config('tiny')
+  gen = GeneratorConfig(num_objects=config.data.num_objects,
+                        num_roadgraph_points=config.data.num_roadgraph_points)
+  states = [generator.generate_scenario(s, gen) for s in range(5)]
+  path = str(tmp_path / 'scenes.tfrecord')
+  womd.write_records(path, [womd.state_to_example(s).SerializeToString() for s in states])
+  config.data.files = path
+  config.data.num_train_scenarios = 3
+  config.data.num_eval_scenarios = 2
+  config.data.pool_size = 4
+  source = train_spacer.ScenarioSource(config)
+  assert source.pool_indices(0) == [0, 1, 2, 0] and source.pool_indices(1) == [1, 2, 0, 1]
+  pool, held_out = source.pool(0), source.eval()
+  assert pool.shape == (4,) and held_out.shape == (2,)
+  # Held-out scenes are records 3 and 4, not copies of training ones.
+  np.testing.assert_allclose(np.asarray(held_out.log_trajectory.x[0]),
+                             np.asarray(states[3].log_trajectory.x), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(pool.log_trajectory.x[3]),
+                             np.asarray(states[0].log_trajectory.x), atol=1e-3)
+  config.data.num_eval_scenarios = 3
+  with pytest.raises(ValueError, match='held-out records'):
+    train_spacer.ScenarioSource(config)

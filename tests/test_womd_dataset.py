@@ -225,3 +225,22 @@ def test_no_file_matches(tmp_path):
     make_dataset(str(tmp_path / 'nothing-*.tfrecord'))
   with pytest.raises(ValueError, match='format'):
     dataset.DatasetConfig(files=('x',), format='parquet')
+
+
+def test_record_index_reads_any_record_and_names_bad_ones(tmp_path, examples):
+  from spacer_jax.data.womd import RecordIndex
+  a = write(tmp_path / 'a.tfrecord', examples[:2])
+  b = write(tmp_path / 'b.tfrecord', examples[2:5])
+  index = RecordIndex([a, b])
+  assert len(index) == 5
+  for i in (4, 0, 2):
+    assert index.read(i) == examples[i].SerializeToString()
+  with pytest.raises(IndexError, match='5 records'):
+    index.read(5)
+  _corrupt(b, 1)
+  with pytest.raises(RecordError) as info:
+    RecordIndex([a, b]).read(3)
+  assert (info.value.file, info.value.record_index) == (b, 1) and 'CRC' in str(info.value)
+  _truncate(b, 1000)
+  with pytest.raises(RecordError, match='truncated'):
+    RecordIndex([a, b])

@@ -8,6 +8,9 @@ Variants (``spacer.py:<variant>``):
   ``ppo``: task reward only, no anchor.
   ``hr_ppo``: KL to a behaviour-cloned policy of the same architecture (trained first on
   the logs by the BC trainer when no ``--bc_checkpoint`` is given).
+  ``cpu``: the README's main job: the whole pipeline on a 2-core CPU in about an hour
+    after the default reference (32 agent slots, 16 worlds, smaller observation and
+    PPO batch); combine as ``cpu,ppo`` / ``cpu,hr_ppo`` for the baselines.
   ``tiny``: seconds on a CPU (tests); combine as ``tiny,ppo``.
 """
 
@@ -19,10 +22,10 @@ VARIANTS = ('spacer', 'ppo', 'hr_ppo')
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(',') if p and p != 'default']
   variants = [p for p in parts if p in VARIANTS]
-  unknown = [p for p in parts if p not in VARIANTS + ('tiny',)]
+  unknown = [p for p in parts if p not in VARIANTS + ('tiny', 'cpu')]
   if unknown or len(variants) > 1:
     raise ValueError(f'unknown or conflicting spacer config variant {arg!r}; use one of '
-                     f'{VARIANTS} optionally with "tiny", e.g. "tiny,ppo".')
+                     f'{VARIANTS} optionally with "tiny" or "cpu", e.g. "tiny,ppo".')
   c = ml_collections.ConfigDict()
   c.variant = variants[0] if variants else 'spacer'
   c.seed = 0
@@ -31,6 +34,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.files = ''  # Glob of WOMD tf.Example TFRecords; '' = synthetic generator.
   c.data.format = 'tf_example'  # tf_example | scenario
+  c.data.eval_files = ''  # Held-out records; '' = the records after the train ones.
   c.data.num_train_scenarios = 10000  # Distinct training scenes (paper: 10k).
   c.data.pool_size = 300  # Scenes kept on device; refreshed from the stream.
   c.data.refresh_every = 50  # Train iterations between pool refreshes.
@@ -99,6 +103,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.bc.batch_worlds = 32
   c.bc.lr = 1e-3
 
+  # Data parallelism (spacer_jax.parallel): worlds sharded over a 'data' mesh; the
+  # multi-process switch is the binary's --distributed flag (launch/ scripts set it).
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.num_devices = 0  # Devices of the mesh; 0 = all. Must divide worlds and pool.
+
   c.train = ml_collections.ConfigDict()
   c.train.total_agent_steps = 1_000_000_000
   c.train.steps_per_iteration = 5  # Compiled train steps between host logs.
@@ -107,6 +116,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 20
   c.train.video_every = 200  # 0 = never.
   c.train.max_iterations = 0  # 0 = until total_agent_steps.
+  c.train.time_budget_s = 0.0  # Stop (evaluate, checkpoint) after this long; 0 = none.
 
   if c.variant == 'ppo':
     c.reward.likelihood_weight = 0.0
@@ -115,6 +125,29 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reward.likelihood_weight = 0.0
     c.loss.kl_coef = 0.0
 
+  if 'cpu' in parts:
+    # The default reference (models.default) is trained on 32-slot scenes too.
+    c.data.num_train_scenarios = 512
+    c.data.pool_size = 16
+    c.data.refresh_every = 4
+    c.data.num_objects = 32
+    c.data.num_roadgraph_points = 6000
+    c.data.num_eval_scenarios = 16
+    c.env.num_worlds = 16
+    c.obs.max_partners = 31
+    c.obs.num_road_points = 64
+    c.obs.max_prepared_points = 512
+    c.ppo.epochs = 2
+    c.ppo.num_minibatches = 4
+    c.ppo.lr = 1e-3
+    c.bc.steps = 300
+    c.bc.batch_worlds = 16
+    c.train.total_agent_steps = 0
+    c.train.max_iterations = 40  # ~200 train steps.
+    c.train.time_budget_s = 40 * 60.0
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 5
+    c.train.video_every = 40
   if 'tiny' in parts:
     c.data.num_train_scenarios = 8
     c.data.pool_size = 8

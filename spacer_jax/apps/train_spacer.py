@@ -8,6 +8,14 @@ on held-out scenarios, checkpoints and renders videos.
 Determinism and resume: the scenario pool of iteration ``i`` is a function of
 ``i // refresh_every`` only, and the PRNG key lives in the train state, so a run killed
 after a checkpoint and resumed continues exactly as if it had not stopped.
+
+Scale-out: the run uses a ``'data'`` mesh over ``config.mesh.num_devices`` devices (all
+by default; ``spacer_jax.parallel``). The pool and the held-out worlds are sharded over
+it along the world axis, the train state and the anchor replicated. In a multi-process
+run (``jax.distributed`` initialised by the binary) every process builds only the pool
+rows its devices hold (generating or decoding just those scenarios), calls the
+checkpointer (orbax coordinates the save), and only process 0 writes logs, videos and
+reports. Results do not depend on the device or process count beyond float rounding.
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from spacer_jax import parallel
 from spacer_jax.data import generator
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, init_reference
 from spacer_jax.models.checkpoint import load_reference
 from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.config import EnvConfig
+from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.spacer import train as train_lib
@@ -89,28 +99,80 @@ def eval_seeds(config: ml_collections.ConfigDict) -> list[int]:
   return [config.data.eval_seed_offset + i for i in range(config.data.num_eval_scenarios)]
 
 
-def load_scenarios(config: ml_collections.ConfigDict, seeds: list[int]):
-  """Scenarios for ``seeds``: generated, or records ``seeds`` of ``config.data.files``."""
-  if not config.data.files:
-    return stack_states([generator.generate_scenario(s, generator_config(config))
-                         for s in seeds])
-  from spacer_jax.data import womd
-  files = womd.list_files(config.data.files)
-  wanted = sorted(set(seeds))
-  records, states = {}, []
-  index = 0
-  for path in files:
-    for _, raw in womd.read_records(path):
-      if index in wanted:
-        records[index] = womd.decode_record(raw, config.data.format,
-                                            config.data.num_objects,
-                                            config.data.num_roadgraph_points)
-      index += 1
-  if not records:
-    raise ValueError(f'no records found in {config.data.files!r}.')
-  for s in seeds:
-    states.append(records.get(s, records[min(records)]))
-  return stack_states(states)
+class ScenarioSource:
+  """The training pools and held-out scenes of a run: generated, or read from files.
+
+  Generated (``data.files == ''``): pool ``r`` holds the generator seeds of
+  :func:`pool_seeds`, held-out scenes the seeds of :func:`eval_seeds`.
+
+  Files: the records of ``data.files`` are indexed once (:class:`RecordIndex`); the
+  train set is its first ``data.num_train_scenarios`` records (all of them if there
+  are fewer, with a note) and pool ``r`` cycles through it; held-out scenes are the
+  first ``data.num_eval_scenarios`` records of ``data.eval_files``, or else the records
+  after the train set. Asking for held-out scenes that do not exist is an error, never
+  a silent substitute.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self._train = self._eval = None
+    if not config.data.files:
+      return
+    from spacer_jax.data import womd
+    self._train = womd.RecordIndex(womd.list_files(config.data.files))
+    available = len(self._train)
+    if not available:
+      raise ValueError(f'data.files {config.data.files!r} holds no records.')
+    self.num_train = min(config.data.num_train_scenarios, available)
+    if config.data.eval_files:
+      self._eval = womd.RecordIndex(womd.list_files(config.data.eval_files))
+      self._eval_start = 0
+    else:
+      self._eval, self._eval_start = self._train, self.num_train
+    eval_available = len(self._eval) - self._eval_start
+    if eval_available < config.data.num_eval_scenarios:
+      where = (f'data.eval_files {config.data.eval_files!r}' if config.data.eval_files
+               else f'data.files {config.data.files!r} after its {self.num_train} train '
+               'records')
+      raise ValueError(f'{where} holds {eval_available} held-out records but '
+                       f'data.num_eval_scenarios={config.data.num_eval_scenarios}; '
+                       'lower num_train_scenarios / num_eval_scenarios or set '
+                       'data.eval_files.')
+    if self.num_train < config.data.num_train_scenarios:
+      print(f'note: data.files holds {available} records; training cycles through '
+            f'{self.num_train} (data.num_train_scenarios='
+            f'{config.data.num_train_scenarios}).')
+
+  def _decode(self, index, i: int) -> SimulatorState:
+    from spacer_jax.data import womd
+    return womd.decode_record(index.read(i), self.config.data.format,
+                              self.config.data.num_objects,
+                              self.config.data.num_roadgraph_points)
+
+  def pool_indices(self, refresh: int) -> list[int]:
+    """Scenario ids of pool ``refresh``: generator seeds, or train record indices."""
+    if self._train is None:
+      return pool_seeds(self.config, refresh)
+    size = self.config.data.pool_size
+    return [(refresh * size + i) % self.num_train for i in range(size)]
+
+  def scenarios(self, ids: list[int]) -> SimulatorState:
+    """Batched scenarios for :meth:`pool_indices` ids."""
+    if self._train is None:
+      gen = generator_config(self.config)
+      return stack_states([generator.generate_scenario(s, gen) for s in ids])
+    return stack_states([self._decode(self._train, i) for i in ids])
+
+  def pool(self, refresh: int) -> SimulatorState:
+    return self.scenarios(self.pool_indices(refresh))
+
+  def eval(self, rows: Optional[list[int]] = None) -> SimulatorState:
+    """The held-out scenes ``rows`` (default all), batched ``(len(rows),)``."""
+    rows = list(range(self.config.data.num_eval_scenarios)) if rows is None else rows
+    if self._train is None:
+      seeds = eval_seeds(self.config)
+      return self.scenarios([seeds[r] for r in rows])
+    return stack_states([self._decode(self._eval, self._eval_start + r) for r in rows])
 
 
 def make_anchor(config: ml_collections.ConfigDict, reference: Any
@@ -153,6 +215,8 @@ def load_or_init_reference(config: ml_collections.ConfigDict, selfplay: SelfPlay
                                     one.history.valid, config=rcfg)
     return RandomReference(rcfg, init_reference(rcfg, jax.random.PRNGKey(config.seed + 7),
                                                 inputs))
+  if not path and jax.process_count() > 1:
+    path = _trained_default_reference(selfplay.policy.num_tokens)
   if not path:
     from spacer_jax.models.default import get_or_train_default_reference
     path = get_or_train_default_reference(num_tokens=selfplay.policy.num_tokens)
@@ -166,31 +230,71 @@ def load_or_init_reference(config: ml_collections.ConfigDict, selfplay: SelfPlay
   return reference
 
 
+def _trained_default_reference(num_tokens: int) -> str:
+  """The cached default reference; a multi-process run cannot train it (every process
+  would), so it must exist already."""
+  from spacer_jax.models.checkpoint import EXPORT_SUBDIR
+  from spacer_jax.models.default import default_reference_dir
+  workdir = default_reference_dir(num_tokens)
+  if not os.path.exists(os.path.join(workdir, 'final_metrics.json')):
+    raise ValueError(f'reference.checkpoint is empty and the default reference '
+                     f'({workdir}) is not trained yet; a multi-process run does not train '
+                     'it: run the trainer once in a single process first, or pass '
+                     '--reference_checkpoint.')
+  return os.path.join(workdir, EXPORT_SUBDIR)
+
+
 # --------------------------------------------------------------------------- loop
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        bc_params: Optional[Any] = None) -> dict[str, float]:
-  """Trains per ``config`` into ``workdir`` (resuming there); returns the last metrics."""
+  """Trains per ``config`` into ``workdir`` (resuming there); returns the last metrics.
+
+  Every process of a multi-process run calls it with the same arguments.
+  """
+  is_main = parallel.is_main_process()
+  say = print if is_main else (lambda *args, **kwargs: None)
+  mesh = parallel.make_mesh(config.mesh.num_devices)
+  parallel.check_divisible(mesh, **{'env.num_worlds': config.env.num_worlds,
+                                    'data.pool_size': config.data.pool_size})
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   vocab, vocab_path = load_vocab(config)
   selfplay = make_selfplay(config, vocab)
   prepare = jax.jit(selfplay.prepare)
+  prepare_sharded = jax.jit(selfplay.prepare, out_shardings=parallel.batch_sharding(mesh))
 
-  def pool_for(refresh: int) -> Worlds:
-    return prepare(load_scenarios(config, pool_seeds(config, refresh)))
+  def sharded_worlds(load: Any, size: int) -> Worlds:
+    """Worlds of ``size`` scenarios sharded over the mesh; this process loads only its
+    rows (``load(row_ids) -> scenarios``)."""
+    return prepare_sharded(parallel.shard_batch(load, size, mesh))
 
   t0 = time.perf_counter()
-  eval_worlds = prepare(load_scenarios(config, eval_seeds(config)))
+  source = ScenarioSource(config)
+  num_eval = config.data.num_eval_scenarios
+  eval_sharded = num_eval % parallel.num_shards(mesh) == 0
+  if eval_sharded:
+    eval_worlds = sharded_worlds(source.eval, num_eval)
+  else:
+    say(f'note: data.num_eval_scenarios={num_eval} is not a multiple of the '
+        f'{parallel.num_shards(mesh)} devices: evaluation runs replicated.')
+    eval_worlds = parallel.replicate(prepare(source.eval()), mesh)
+  # One local held-out world (on process 0 the first one): shapes and videos.
+  example = parallel.first_local_rows(eval_worlds)
   anchor_params = None
   reference = None
   if config.variant == 'spacer':
-    reference = load_or_init_reference(config, selfplay, eval_worlds, vocab_path)
+    reference = load_or_init_reference(config, selfplay, example, vocab_path)
     anchor_params = reference.params
   anchor = make_anchor(config, reference)
   if config.variant == 'hr_ppo':
-    anchor_params = bc_params if bc_params is not None else _bc_policy(config, workdir,
-                                                                       selfplay)
+    if bc_params is None and jax.process_count() > 1 and not config.hr_ppo.bc_checkpoint:
+      raise ValueError('a multi-process hr_ppo run needs hr_ppo.bc_checkpoint: train the '
+                       'BC policy in a single-process run first (its workdir/bc).')
+    anchor_params = bc_params if bc_params is not None else _bc_policy(
+        config, workdir, selfplay, source)
+  anchor_params = parallel.replicate(anchor_params, mesh)
 
   ppo = train_lib.PPOConfig(num_worlds=config.env.num_worlds, lr=config.ppo.lr,
                             adam_eps=config.ppo.adam_eps, gamma=config.ppo.gamma,
@@ -203,14 +307,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     normalize_advantages=config.loss.normalize_advantages,
                     kl_direction='forward' if config.variant == 'hr_ppo' else 'reverse')
   optimizer = train_lib.make_optimizer(ppo)
-  state = train_lib.init_train_state(selfplay, optimizer, eval_worlds,
-                                     jax.random.PRNGKey(config.seed))
+  # The same key on every process: the train state (and its PRNG key) is global.
+  state = parallel.replicate(train_lib.init_train_state(
+      selfplay, optimizer, example, jax.random.PRNGKey(config.seed)), mesh)
   num_params = count_params(state.params)
-  step_fn = train_lib.make_train_step(selfplay, anchor, loss, ppo, optimizer)
-  iteration_fn = jax.jit(train_lib.make_train_iteration(step_fn,
-                                                        config.train.steps_per_iteration),
-                         donate_argnums=0)
-  evaluate = jax.jit(train_lib.make_evaluate(selfplay))
+  step_fn = train_lib.make_train_step(selfplay, anchor, loss, ppo, optimizer, mesh)
+  replicated = parallel.replicated(mesh)
+  iteration_fn = jax.jit(
+      train_lib.make_train_iteration(step_fn, config.train.steps_per_iteration),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  evaluate = jax.jit(train_lib.make_evaluate(selfplay, mesh if eval_sharded else None),
+                     out_shardings=replicated)
+  eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
 
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore(state)
@@ -218,62 +327,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if restored is not None:
     _, state, meta = restored
     iteration, agent_steps = int(meta['iteration']), float(meta['agent_steps'])
-    print(f'resumed from {ckpt.directory} at iteration {iteration} '
-          f'({agent_steps:.3g} agent-steps).')
+    say(f'resumed from {ckpt.directory} at iteration {iteration} '
+        f'({agent_steps:.3g} agent-steps).')
   steps_per_iter = config.train.steps_per_iteration
   agent_steps_per_iter = (config.env.num_worlds * config.env.policy_steps
                           * config.data.num_objects * steps_per_iter)
   max_iters = config.train.max_iterations or int(
       np.ceil(config.train.total_agent_steps / agent_steps_per_iter))
   logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=max_iters)
-  print(f'{config.variant}: policy {num_params} params, {vocab.num_tokens} tokens, '
-        f'{config.env.num_worlds} worlds x {config.data.num_objects} slots x '
-        f'{config.env.policy_steps} steps; setup {time.perf_counter() - t0:.1f}s.')
+  say(f'{config.variant}: policy {num_params} params, {vocab.num_tokens} tokens, '
+      f'{config.env.num_worlds} worlds x {config.data.num_objects} slots x '
+      f'{config.env.policy_steps} steps on {parallel.num_shards(mesh)} device(s), '
+      f'{jax.process_count()} process(es); setup {time.perf_counter() - t0:.1f}s.')
 
   refresh = config.data.refresh_every
   pool, pool_id = None, None
   last: dict[str, float] = {}
-  while iteration < max_iters:
+  run_start = time.perf_counter()
+  final = False
+  while iteration < max_iters and not final:
     if pool_id != iteration // refresh:
       pool_id = iteration // refresh
-      pool = pool_for(pool_id)
+      ids = source.pool_indices(pool_id)
+      pool = sharded_worlds(lambda rows, ids=ids: source.scenarios([ids[r] for r in rows]),
+                            len(ids))
     start = time.perf_counter()
     state, metrics = iteration_fn(state, pool, anchor_params)
-    metrics = jax.device_get(metrics)
+    metrics = parallel.to_host(metrics)
     seconds = time.perf_counter() - start
     iteration += 1
     agent_steps += float(metrics['agent_steps'])
     metrics['agent_steps_per_s'] = metrics['agent_steps'] / seconds
     metrics['total_agent_steps'] = agent_steps
-    if iteration % config.train.log_every == 0 or iteration == max_iters:
+    final = iteration == max_iters or _out_of_time(config.train.time_budget_s, run_start)
+    if iteration % config.train.log_every == 0 or final:
       last = logger.write(iteration, metrics)
     every = config.train.eval_every
-    if every and (iteration % every == 0 or iteration == max_iters):
-      ev = evaluate(state.params, eval_worlds, jax.random.PRNGKey(config.seed + 1))
+    if every and (iteration % every == 0 or final):
+      ev = parallel.to_host(evaluate(state.params, eval_worlds, eval_key))
       last.update(logger.write(iteration, ev, prefix='eval/', echo=False))
-      print(f'  eval: goal {ev["goal_rate"]:.3f} | collision {ev["collision_rate"]:.3f} '
-            f'| off-road {ev["offroad_rate"]:.3f}')
-    if iteration % config.train.checkpoint_every == 0 or iteration == max_iters:
+      say(f'  eval: goal {ev["goal_rate"]:.3f} | collision {ev["collision_rate"]:.3f} '
+          f'| off-road {ev["offroad_rate"]:.3f}')
+    if iteration % config.train.checkpoint_every == 0 or final:
       ckpt.save(iteration, state, {'iteration': iteration, 'agent_steps': agent_steps,
                                    'variant': config.variant, 'num_params': num_params,
                                    'vocabulary': vocab_path})
-    if config.train.video_every and iteration % config.train.video_every == 0:
-      _render_episode(selfplay, state.params, eval_worlds, workdir, iteration)
+    if is_main and config.train.video_every and iteration % config.train.video_every == 0:
+      _render_episode(selfplay, parallel.to_host(state.params), example, workdir, iteration)
   logger.close()
   ckpt.close()
-  with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-    json.dump({k: float(v) for k, v in last.items()}, f, indent=2)
+  if is_main:
+    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
+      json.dump({k: float(v) for k, v in last.items()}, f, indent=2)
   return last
 
 
-def _bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: SelfPlay) -> Any:
+def _out_of_time(budget_s: float, start: float) -> bool:
+  """Whether this run's time budget is spent; process 0's clock decides for every host."""
+  if not budget_s:
+    return False
+  spent = time.perf_counter() - start > budget_s
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    spent = bool(multihost_utils.broadcast_one_to_all(np.asarray(spent)))
+  return spent
+
+
+def _bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: SelfPlay,
+               source: ScenarioSource) -> Any:
   """HR-PPO's behaviour-cloned anchor: loaded from ``hr_ppo.bc_checkpoint`` or trained."""
   from spacer_jax.spacer import bc
   if config.hr_ppo.bc_checkpoint:
     return bc.load_bc_policy(config.hr_ppo.bc_checkpoint)
   return bc.train_bc_policy(config, os.path.join(workdir, 'bc'), selfplay,
-                            functools.partial(load_scenarios, config),
-                            functools.partial(pool_seeds, config))
+                            source.scenarios, source.pool_indices)
 
 
 def _render_episode(selfplay: SelfPlay, params: Any, worlds: Worlds, workdir: str,
@@ -290,5 +417,5 @@ def _render_episode(selfplay: SelfPlay, params: Any, worlds: Worlds, workdir: st
                            end=int(final.timestep) + 1)
 
 
-__all__ = ['eval_seeds', 'load_scenarios', 'load_vocab', 'make_selfplay', 'pool_seeds',
+__all__ = ['ScenarioSource', 'eval_seeds', 'load_vocab', 'make_selfplay', 'pool_seeds',
            'train_and_evaluate']

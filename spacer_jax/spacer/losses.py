@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +71,8 @@ class PPOBatch:
     advantages: ``(...)`` GAE advantages.
     returns: ``(...)`` value targets (advantages + values).
     ref_log_probs: ``(..., K)`` log p_ref over the tokens (normalised; -inf allowed where
-      the policy has no mass either).
+      the policy has no mass either), or None without an anchor (plain PPO; the
+      ``kl_ref`` metric is then the KL to the uniform distribution, ``ln K - H``).
     valid: ``(...)`` bool, the agent acted at that step.
   """
 
@@ -81,7 +82,7 @@ class PPOBatch:
   values: jax.Array
   advantages: jax.Array
   returns: jax.Array
-  ref_log_probs: jax.Array
+  ref_log_probs: Optional[jax.Array]
   valid: jax.Array
 
 
@@ -159,7 +160,9 @@ def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
     raise ValueError(f'ppo_loss: apply_fn gave logits {logits.shape} and values '
                      f'{values.shape}; expected (*{valid.shape}, K) and {valid.shape} '
                      '(the shape of batch.valid).')
-  if batch.ref_log_probs.shape != logits.shape:
+  if batch.ref_log_probs is None and config.kl_coef:
+    raise ValueError('ppo_loss: LossConfig.kl_coef > 0 needs batch.ref_log_probs.')
+  if batch.ref_log_probs is not None and batch.ref_log_probs.shape != logits.shape:
     raise ValueError(f'ppo_loss: batch.ref_log_probs has shape {batch.ref_log_probs.shape}'
                      f', expected {logits.shape} (the policy logits).')
   log_pi = jax.nn.log_softmax(logits, axis=-1)
@@ -183,7 +186,9 @@ def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
   value_loss = 0.5 * _masked_mean(value_err, valid)
 
   ent = _masked_mean(entropy(logits, valid), valid)
-  if config.kl_direction == 'reverse':
+  if batch.ref_log_probs is None:
+    kl_ref = jnp.log(float(logits.shape[-1])) - ent  # KL(pi || uniform), for the logs.
+  elif config.kl_direction == 'reverse':
     kl_ref = _masked_mean(categorical_kl(logits, batch.ref_log_probs, valid), valid)
   else:
     kl_ref = _masked_mean(categorical_kl(batch.ref_log_probs, logits, valid), valid)

@@ -2,7 +2,7 @@
 
 One call of the step does, inside one ``jit`` and with no host transfer:
 
-1. sample ``W`` worlds from the device-resident pool;
+1. pick ``W`` worlds from the device-resident pool (:func:`sample_worlds`);
 2. roll out one episode of ``T`` policy steps (``lax.scan``) with every controlled agent
    acting through the shared policy (named scope ``simulation``);
 3. query the anchor once over the whole episode (``reference``): the reference model's
@@ -13,12 +13,28 @@ One call of the step does, inside one ``jit`` and with no host transfer:
 
 :func:`make_train_iteration` wraps ``K`` such steps in a ``lax.scan`` so that the host
 loop only wakes up between iterations to log, evaluate and checkpoint.
+
+Data parallelism: given a ``'data'`` mesh (``spacer_jax.parallel``), the step is jitted
+with the pool sharded over devices along its world axis and everything else replicated;
+world selection, the episode, the anchor pass and the minibatch gathers are split by
+world (each device works on its own worlds), and the losses' means become all-reduces, so
+the gradients are averaged over devices and N devices train like one (up to the order
+of floating-point sums; random draws are sharding-invariant with JAX's partitionable
+threefry). Without a mesh the functions are plain single-device code.
+
+Known cost: XLA's partitioner does not split ``top_k`` along batch dimensions, so the
+nearest-point searches of the observation and the reference features gather all worlds
+onto every device (an all-gather plus replicated ``top_k`` work per policy step).
+Running the episode under ``shard_map`` would avoid it, but XLA:CPU then crashes on
+their ``optimization_barrier(top_k(...))`` (the barrier collapses onto the top_k tuple
+and the TopK decomposer check-fails); a barrier on each output separately compiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -26,12 +42,14 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, reference_log_probs
+from spacer_jax.parallel.mesh import check_divisible, constrain
 from spacer_jax.spacer.gae import compute_gae
 from spacer_jax.spacer.losses import LossConfig, PPOBatch, ppo_loss
 from spacer_jax.spacer.rewards import AgentStatus
-from spacer_jax.spacer.selfplay import Episode, SelfPlay, Worlds, select_worlds
+from spacer_jax.spacer.selfplay import Episode, SelfPlay, Worlds
 
 ANCHORS = ('none', 'reference', 'policy')
 
@@ -47,8 +65,8 @@ class PPOConfig:
     gamma: discount per policy step.
     gae_lambda: GAE lambda.
     epochs: passes over each episode's agent-steps.
-    num_minibatches: minibatches per epoch (the agent-steps of a step are shuffled
-      and split evenly; a remainder is dropped).
+    num_minibatches: minibatches per epoch (the valid agent-steps of a step are
+      shuffled and split evenly; padded slots and dead agents never enter).
     max_grad_norm: global gradient-norm clip.
   """
 
@@ -99,11 +117,15 @@ def init_train_state(selfplay: SelfPlay, optimizer: optax.GradientTransformation
   ``example_worlds`` (any batch shape) only supplies the observation's feature sizes.
   """
   init_rng, rng = jax.random.split(rng)
-  one = jax.tree_util.tree_map(lambda x: x[:1], example_worlds)
-  controlled = one.state.object_metadata.is_controlled
-  obs = selfplay.observe(one, one.state, AgentStatus.create(controlled),
-                         jnp.ones_like(controlled))
-  params = jax.jit(selfplay.policy.init)(init_rng, obs)
+
+  @jax.jit  # One compile instead of hundreds of eagerly dispatched small ops.
+  def example_obs(worlds):
+    one = jax.tree_util.tree_map(lambda x: x[:1], worlds)
+    controlled = one.state.object_metadata.is_controlled
+    return selfplay.observe(one, one.state, AgentStatus.create(controlled),
+                            jnp.ones_like(controlled))
+
+  params = jax.jit(selfplay.policy.init)(init_rng, example_obs(example_worlds))
   return TrainState(params=params, opt_state=optimizer.init(params), rng=rng,
                     step=jnp.zeros((), jnp.int32))
 
@@ -154,9 +176,12 @@ def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
   return jnp.moveaxis(log_probs[..., h - 1:h - 1 + t, :], -2, 0)
 
 
-def _flatten(tree: Any, lead: int) -> Any:
-  """Merges the first ``lead`` axes of every leaf."""
-  return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[lead:]), tree)
+def _world_major(tree: Any) -> Any:
+  """``(T, W, N, ...)`` leaves -> ``(W, T * N, ...)``: each world's agent-steps together."""
+  def move(x):
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape(x.shape[:1] + (-1,) + x.shape[3:])
+  return jax.tree_util.tree_map(move, tree)
 
 
 def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
@@ -177,39 +202,145 @@ def episode_metrics(episode: Episode) -> dict[str, jax.Array]:
   }
 
 
+def minibatch_indices(valid: jax.Array, key: jax.Array, num_minibatches: int
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Shuffles each world's valid agent-steps and splits them evenly into minibatches.
+
+  Per world, the slots are ordered valid first (randomly among themselves) and
+  minibatch ``i`` takes that world's valid entries ``[i V_w / m, (i + 1) V_w / m)``: the
+  ``m`` updates of an epoch share every valid agent-step once, however many slots are
+  padding or dead agents, and each minibatch draws evenly from every world (a
+  stratified shuffle). Being defined per world with a per-world key, the split is the
+  same whichever devices hold which worlds, so a world-sharded step gathers only
+  local data and trains exactly like the single-device one. A minibatch holds the
+  static ``ceil(n / m)`` rows per world; unused rows are masked out.
+
+  Args:
+    valid: ``(W, n)`` bool, the agent-step slots of each world that hold data.
+    key: PRNG key of the shuffle.
+    num_minibatches: ``m``.
+
+  Returns:
+    ``(index (m, W, ceil(n / m)) int32, in_minibatch (m, W, ceil(n / m)) bool)``: the
+    slots (within each world) of each minibatch and which rows are real.
+  """
+  w, n = valid.shape
+  m = num_minibatches
+  if n < m:
+    raise ValueError(f'{n} agent-step slots per world cannot be split into {m} '
+                     'minibatches.')
+  capacity = -(-n // m)
+
+  def one_world(world_valid, world_key):
+    order = jnp.argsort(jax.random.uniform(world_key, (n,))
+                        + jnp.where(world_valid, 0.0, 2.0))
+    count = jnp.sum(world_valid.astype(jnp.int32))
+    bounds = (jnp.arange(m + 1, dtype=jnp.int32) * count) // m
+    rows = bounds[:-1, None] + jnp.arange(capacity, dtype=jnp.int32)
+    return order[jnp.minimum(rows, n - 1)].astype(jnp.int32), rows < bounds[1:, None]
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(w))
+  index, in_minibatch = jax.vmap(one_world)(valid, keys)  # (W, m, capacity)
+  return jnp.swapaxes(index, 0, 1), jnp.swapaxes(in_minibatch, 0, 1)
+
+
+def _block_picks(key: jax.Array, pool_size: int, num_worlds: int) -> jax.Array:
+  """``(B, W / B)`` rows, within each of the ``B = gcd(P, W)`` pool blocks, drawn for the
+  worlds of that block (without replacement unless a block has fewer rows than worlds)."""
+  blocks = math.gcd(pool_size, num_worlds)
+  rows, picks = pool_size // blocks, num_worlds // blocks
+
+  def block(i):
+    return jax.random.choice(jax.random.fold_in(key, i), rows, (picks,),
+                             replace=rows < picks)
+
+  return jax.vmap(block)(jnp.arange(blocks)).astype(jnp.int32)
+
+
+def world_index(key: jax.Array, pool_size: int, num_worlds: int) -> jax.Array:
+  """The pool rows ``(W,)`` int32 that :func:`sample_worlds` picks: a stratified draw.
+
+  The pool ``(P,)`` and the worlds ``(W,)`` are both cut into ``B = gcd(P, W)`` equal,
+  consecutive blocks, and the worlds of block ``b`` are drawn from the pool rows of block
+  ``b`` (without replacement when ``P >= W``). Every pool row has the same chance
+  ``W / P`` of being used, as in a uniform draw. Because the blocks depend only on
+  ``P`` and ``W``, any device count ``D`` that divides both holds whole blocks of the
+  pool and of the worlds on the same device: the draw is identical and the gather local
+  on 1 or ``D`` devices. ``P == W`` (the default config) gives the pool as is.
+  """
+  blocks = math.gcd(pool_size, num_worlds)
+  offsets = jnp.arange(blocks, dtype=jnp.int32)[:, None] * (pool_size // blocks)
+  return (_block_picks(key, pool_size, num_worlds) + offsets).reshape(-1)
+
+
+def sample_worlds(pool: Worlds, key: jax.Array, num_worlds: int,
+                  mesh: Optional[Mesh] = None) -> Worlds:
+  """The step's ``num_worlds`` worlds from ``pool`` ``(P,)``: rows :func:`world_index`.
+
+  Gathers block by block (``(P,) -> (B, P / B)``) so that, with the pool sharded over
+  ``mesh``, every device only reads the pool rows it holds.
+  """
+  pool_size = pool.goal.shape[0]
+  check_divisible(mesh, num_worlds=num_worlds, pool_size=pool_size)
+  if pool_size == num_worlds:
+    return constrain(pool, mesh)
+  blocks = math.gcd(pool_size, num_worlds)
+  picks = _block_picks(key, pool_size, num_worlds)
+  take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
+
+  def gather(x):
+    blocked = constrain(x.reshape((blocks, pool_size // blocks) + x.shape[1:]), mesh)
+    return take(blocked, picks).reshape((num_worlds,) + x.shape[1:])
+
+  return constrain(jax.tree_util.tree_map(gather, pool), mesh)
+
+
 def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
-                    ppo: PPOConfig, optimizer: optax.GradientTransformation
+                    ppo: PPOConfig, optimizer: optax.GradientTransformation,
+                    mesh: Optional[Mesh] = None
                     ) -> Callable[[TrainState, Worlds, Any], tuple[TrainState, dict]]:
   """``train_step(state, pool, anchor_params) -> (state, metrics)``; pure and jittable.
 
   ``pool`` is a :class:`Worlds` batch ``(P,)`` on device; ``anchor_params`` the frozen
-  reference (or BC policy) parameters, or None.
+  reference (or BC policy) parameters, or None. With ``mesh`` (a ``'data'`` mesh from
+  ``spacer_jax.parallel.make_mesh``), sharding constraints keep the worlds, the episode
+  and the PPO batch split over devices along the world axis; jit the step with the pool
+  sharded the same way and the state replicated (``apps.train_spacer`` does). ``W`` and
+  ``P`` must then be multiples of the device count.
   """
   if anchor.kind == 'none' and loss_config.kl_coef:
     raise ValueError('LossConfig.kl_coef > 0 needs an anchor (reference or policy).')
+  check_divisible(mesh, num_worlds=ppo.num_worlds)
   apply_fn = selfplay.policy.apply
   loss_fn = functools.partial(ppo_loss, apply_fn=apply_fn, config=loss_config)
   grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, batch=b), has_aux=True)
 
   def update(params, opt_state, batch: PPOBatch, rng):
-    n = batch.valid.shape[0]
-    size = n // ppo.num_minibatches
-    if size < 1:
-      raise ValueError(f'{n} agent-steps cannot be split into {ppo.num_minibatches} '
-                       'minibatches.')
+    """PPO epochs over ``batch``, laid out ``(W, T * N, ...)`` (world-major)."""
+    m = ppo.num_minibatches
+    take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
 
     def epoch(carry, key):
-      perm = jax.random.permutation(key, n)[:size * ppo.num_minibatches]
+      index, in_mb = minibatch_indices(batch.valid, key, m)
 
-      def minibatch(carry, index):
+      def minibatch(carry, xs):
+        index, in_mb = xs
         params, opt_state = carry
-        mb = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0), batch)
+        mb = constrain(jax.tree_util.tree_map(lambda x: take(x, index), batch), mesh)
+        mb = mb.replace(valid=mb.valid & in_mb)
         (_, metrics), grads = grad_fn(params, mb)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        # An empty minibatch (fewer valid agent-steps than minibatches) must not move
+        # Adam's moments or the parameters.
+        nonempty = jnp.any(in_mb)
+        keep = lambda new, old: jax.tree_util.tree_map(
+            lambda a, b: jnp.where(nonempty, a, b), new, old)
+        params = keep(optax.apply_updates(params, updates), params)
+        opt_state = keep(new_opt_state, opt_state)
         metrics['grad_norm'] = optax.tree.norm(grads)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        return (params, opt_state), metrics
 
-      return jax.lax.scan(minibatch, carry, perm.reshape(ppo.num_minibatches, size))
+      return jax.lax.scan(minibatch, carry, (index, in_mb))
 
     keys = jax.random.split(rng, ppo.epochs)
     (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), keys)
@@ -217,23 +348,18 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
 
   def train_step(state: TrainState, pool: Worlds, anchor_params: Any):
     rng, k_pick, k_roll, k_update = jax.random.split(state.rng, 4)
-    pool_size = pool.goal.shape[0]
-    index = jax.random.choice(k_pick, pool_size, (ppo.num_worlds,),
-                              replace=pool_size < ppo.num_worlds)
-    worlds = select_worlds(pool, index)
+    worlds = sample_worlds(pool, k_pick, ppo.num_worlds, mesh)
     with jax.named_scope('simulation'):
       episode = selfplay.rollout(state.params, worlds, k_roll)
     with jax.named_scope('reference'):
-      anchor_lp = anchor_log_probs(selfplay, anchor, anchor_params, worlds, episode)
+      anchor_lp = constrain(
+          anchor_log_probs(selfplay, anchor, anchor_params, worlds, episode), mesh, axis=1)
     with jax.named_scope('update'):
       rewards = episode.task_reward
       metrics = episode_metrics(episode)
       acted = episode.acted
       n_acted = jnp.sum(acted).astype(jnp.float32)
-      if anchor_lp is None:
-        k = selfplay.policy.num_tokens
-        anchor_lp = jnp.full(acted.shape + (k,), -jnp.log(float(k)), jnp.float32)
-      else:
+      if anchor_lp is not None:
         taken = jnp.take_along_axis(anchor_lp, episode.actions[..., None], -1)[..., 0]
         taken = jnp.where(acted, taken, 0.0)
         metrics['anchor_log_likelihood'] = _safe_ratio(jnp.sum(taken), n_acted)
@@ -246,8 +372,8 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                        log_probs=episode.log_probs, values=episode.values,
                        advantages=advantages, returns=returns, ref_log_probs=anchor_lp,
                        valid=acted)
-      params, opt_state, loss_metrics = update(state.params, state.opt_state,
-                                               _flatten(batch, 3), k_update)
+      params, opt_state, loss_metrics = update(
+          state.params, state.opt_state, constrain(_world_major(batch), mesh), k_update)
     metrics.update(loss_metrics)
     metrics['return'] = _safe_ratio(jnp.sum(rewards), metrics['agents'])
     metrics['task_return'] = _safe_ratio(jnp.sum(episode.task_reward), metrics['agents'])
@@ -273,11 +399,16 @@ def make_train_iteration(train_step: Callable, num_steps: int) -> Callable:
   return iteration
 
 
-def make_evaluate(selfplay: SelfPlay) -> Callable:
-  """``evaluate(params, worlds, rng, greedy) -> metrics``: one episode on every world."""
+def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None) -> Callable:
+  """``evaluate(params, worlds, rng, greedy) -> metrics``: one episode on every world.
+
+  With ``mesh`` the worlds stay split over devices (jit with them sharded and the
+  parameters replicated); their number must then be a multiple of the device count.
+  """
 
   def evaluate(params: Any, worlds: Worlds, rng: jax.Array, greedy: bool = False):
-    episode = selfplay.rollout(params, worlds, rng, greedy=greedy)
+    check_divisible(mesh, eval_worlds=worlds.goal.shape[0])
+    episode = selfplay.rollout(params, constrain(worlds, mesh), rng, greedy=greedy)
     metrics = episode_metrics(episode)
     metrics['task_return'] = _safe_ratio(jnp.sum(episode.task_reward), metrics['agents'])
     return metrics
@@ -287,4 +418,5 @@ def make_evaluate(selfplay: SelfPlay) -> Callable:
 
 __all__ = ['ANCHORS', 'Anchor', 'PPOConfig', 'TrainState', 'anchor_log_probs',
            'episode_metrics', 'init_train_state', 'make_evaluate', 'make_optimizer',
-           'make_train_iteration', 'make_train_step']
+           'make_train_iteration', 'make_train_step', 'minibatch_indices', 'sample_worlds',
+           'world_index']

@@ -5,6 +5,12 @@ and a JSON metadata item (the run's config and anything the trainer wants to kee
 as the data cursor). Orbax writes to a temporary directory and renames it only when
 complete, so a run killed mid-save leaves the previous checkpoint intact; restoring
 always takes the newest *finished* step.
+
+Multi-process runs: every process constructs the :class:`Checkpointer` and calls
+``save`` / ``restore`` / ``close`` with the same arguments; orbax lets process 0 create
+the directories and commit (rename) the step, each process writes the shards its
+devices hold, and a restore brings every array back with the template's (global)
+sharding.
 """
 
 from __future__ import annotations
@@ -13,7 +19,24 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+_ARRAY_HANDLER_SET = False
+
+
+def _write_replicated_arrays_once() -> None:
+  """Saves each replicated array from one replica instead of orbax's default
+  "replica-parallel" split, which slices every array on every device first: one tiny
+  compiled slice per array shape and device (40 s for a 60-array state replicated on 8
+  CPU devices, against 0.2 s). Training states here are small, so the split buys no
+  I/O bandwidth. Process-wide (orbax's type-handler registry), set once."""
+  global _ARRAY_HANDLER_SET
+  if not _ARRAY_HANDLER_SET:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+        override=True)
+    _ARRAY_HANDLER_SET = True
 
 
 class Checkpointer:
@@ -27,9 +50,12 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
+    _write_replicated_arrays_once()
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     """The newest committed step, or None when there is none."""
@@ -55,7 +81,8 @@ class Checkpointer:
       template: a pytree with the structure, shapes and dtypes of the saved state
         (e.g. a freshly initialised state); arrays are restored onto its devices.
         None restores the tree as it was saved (e.g. frozen model parameters whose
-        shapes the caller does not know in advance).
+        shapes the caller does not know in advance), every array replicated on all
+        current devices, whatever devices or processes saved it.
       step: a specific step, default the newest.
 
     Raises:
@@ -65,7 +92,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else int(step)
     if step is None:
       return None
-    abstract = (None if template is None
+    abstract = (self._replicated_abstract(step) if template is None
                 else jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
     try:
       out = self._manager.restore(
@@ -76,6 +103,23 @@ class Checkpointer:
           f'checkpoint {self.directory}/{step} does not match the current training '
           f'state (was the config changed between runs?): {err}') from err
     return step, out.state, dict(out.meta or {})
+
+  def _replicated_abstract(self, step: int) -> Any:
+    """The saved tree's shapes and dtypes, to be restored replicated on all devices
+    (restoring with the saved sharding fails on a different device topology)."""
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ('d',)),
+                                          jax.sharding.PartitionSpec())
+    metadata = self._manager.item_metadata(step)['state']
+    tree = getattr(metadata, 'tree', metadata)
+
+    def abstract(leaf):
+      if isinstance(leaf, ocp.metadata.ScalarMetadata):  # A Python scalar stays one.
+        return np.dtype(leaf.dtype).type(0).item()
+      if isinstance(leaf, ocp.metadata.ArrayMetadata):
+        return jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=sharding)
+      return leaf  # Strings and other values restore as saved.
+
+    return jax.tree.map(abstract, tree)
 
   def close(self) -> None:
     self._manager.wait_until_finished()

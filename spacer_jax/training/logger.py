@@ -2,7 +2,8 @@
 
 TensorBoard files are written with TensorFlow's own summary writer (TensorFlow is
 imported with its GPUs hidden, so it never takes accelerator memory). Every value is
-fetched to the host only here, between compiled steps.
+fetched to the host only here, between compiled steps. In a multi-process run only
+process 0 writes (the others still check for NaN).
 """
 
 from __future__ import annotations
@@ -44,16 +45,25 @@ class MetricLogger:
     total_steps: shown as ``step k/total`` on the console.
     nan_guard: raise ``FloatingPointError`` naming the metric when a logged value is
       NaN or infinite, so a diverged run stops instead of training on garbage.
+    active: whether this process writes anything; default: only process 0 of a
+      multi-process run. An inactive logger still converts values, applies the NaN
+      guard (so every process stops together) and returns the floats.
   """
 
   def __init__(self, workdir: str, print_keys: Optional[list[str]] = None,
                total_steps: Optional[int] = None, nan_guard: bool = True,
-               stream=None):
-    from spacer_jax.data.womd._tf import tf  # GPUs hidden from TensorFlow.
-    os.makedirs(workdir, exist_ok=True)
-    self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb'))
-    self._tf = tf
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+               stream=None, active: Optional[bool] = None):
+    if active is None:
+      import jax
+      active = jax.process_index() == 0
+    self.active = active
+    self._writer = self._jsonl = None
+    if active:
+      from spacer_jax.data.womd._tf import tf  # GPUs hidden from TensorFlow.
+      os.makedirs(workdir, exist_ok=True)
+      self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb'))
+      self._tf = tf
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
     self.print_keys = print_keys
     self.total_steps = total_steps
     self.nan_guard = nan_guard
@@ -68,6 +78,8 @@ class MetricLogger:
       bad = [k for k, v in values.items() if not math.isfinite(v)]
       if bad:
         raise FloatingPointError(f'non-finite metrics at step {step}: {bad}')
+    if not self.active:
+      return values
     with self._writer.as_default():
       for k, v in values.items():
         self._tf.summary.scalar(k, v, step=int(step))
@@ -81,5 +93,6 @@ class MetricLogger:
     return values
 
   def close(self) -> None:
-    self._writer.close()
-    self._jsonl.close()
+    if self.active:
+      self._writer.close()
+      self._jsonl.close()

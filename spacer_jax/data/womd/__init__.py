@@ -19,7 +19,7 @@ from spacer_jax.data.womd.dataset import (
     shard_files,
 )
 from spacer_jax.data.womd.errors import RecordError
-from spacer_jax.data.womd.records import read_records, write_records
+from spacer_jax.data.womd.records import RecordIndex, read_records, write_records
 from spacer_jax.data.womd.scenario_proto import (
     parse_scenario,
     scenario_to_state,
@@ -34,7 +34,7 @@ from spacer_jax.data.womd.tf_example import (
 )
 
 __all__ = [
-    'DatasetConfig', 'RawScenario', 'ReadStats', 'RecordError', 'WomdDataset',
+    'DatasetConfig', 'RawScenario', 'ReadStats', 'RecordError', 'RecordIndex', 'WomdDataset',
     'decode_record', 'example_to_state', 'feature_spec', 'list_files', 'make_dataset',
     'parse_example', 'parse_scenario', 'read_records', 'scenario_to_state',
     'shard_files', 'state_to_example', 'state_to_scenario_bytes', 'tf_feature_description',

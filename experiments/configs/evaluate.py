@@ -1,0 +1,92 @@
+"""Evaluation of sim-agent policies: realism, speed / size, closed-loop planner study.
+
+Run:
+  python -m experiments.evaluate --config=experiments/configs/evaluate.py \
+      --workdir=/tmp/eval --checkpoints=spacer:/tmp/spacer,ppo:/tmp/ppo
+Variants (``evaluate.py:<variant>``):
+  default: 64 held-out generated scenes, 32 rollouts each (WOSAC), the full planner
+    study (10 IDM planners, 3 Frenet planners, learned egos) on 16 scenes.
+  ``cpu``: the same with fewer scenes and rollouts (about half an hour on 2 cores).
+  ``tiny``: seconds (tests).
+"""
+
+import ml_collections
+
+VARIANTS = ('cpu', 'tiny')
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  parts = [p for p in arg.split(',') if p and p != 'default']
+  unknown = [p for p in parts if p not in VARIANTS]
+  if unknown:
+    raise ValueError(f'unknown evaluate config variant(s) {unknown} in {arg!r}; use '
+                     f'{VARIANTS}.')
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.fast_compile = False  # Compile without backend optimisation (tests).
+  # Policies evaluated besides --checkpoints: scripted ones and the default reference
+  # ('reference:default' = the cached default reference, trained when missing).
+  c.baselines = 'log_replay,constant_velocity,idm,reference:default'
+
+  c.data = ml_collections.ConfigDict()
+  c.data.files = ''  # Glob of WOMD TFRecords; '' = held-out generated scenes.
+  c.data.format = 'tf_example'  # tf_example | scenario
+  c.data.num_scenarios = 64
+  c.data.eval_seed_offset = 10_000_000  # The trainers' held-out generator seeds.
+  c.data.num_objects = 64
+  c.data.num_roadgraph_points = 20000
+
+  c.tokens = ml_collections.ConfigDict()
+  c.tokens.vocabulary = ''  # Vocabulary artifact of the scripted policies; '' = default.
+  c.tokens.num_tokens = 200  # Of the default vocabulary (scripted policies' step).
+  c.tokens.steps_per_token = 2
+
+  c.realism = ml_collections.ConfigDict()
+  c.realism.num_rollouts = 32  # WOSAC.
+  c.realism.num_steps = 40  # Decision steps (8 s).
+  c.realism.batch_size = 4  # Scenes per compiled call.
+  c.realism.top_k = 32  # Reference sampling.
+  c.realism.temperature = 1.0
+
+  c.speed = ml_collections.ConfigDict()
+  c.speed.batch_size = 8  # Scenes per timed closed-loop call (same for every policy).
+  c.speed.repeats = 3
+
+  c.planners = ml_collections.ConfigDict()
+  c.planners.enabled = True
+  c.planners.num_scenarios = 16
+  c.planners.num_idm = 10
+  c.planners.num_frenet = 3
+  c.planners.learned_egos = True  # Every learned checkpoint also drives the ego.
+  # Sim-agent modes: 'log_replay', 'reference' (the first reference policy) and every
+  # learned checkpoint.
+  c.planners.modes = 'log_replay,reference,learned'
+
+  c.report = ml_collections.ConfigDict()
+  c.report.num_videos = 2  # Scenes rendered per policy (0 = none).
+
+  if 'cpu' in parts:
+    c.data.num_scenarios = 16
+    c.data.num_objects = 32
+    c.data.num_roadgraph_points = 6000
+    c.realism.num_rollouts = 8
+    c.planners.num_scenarios = 8
+    c.planners.num_idm = 5
+  if 'tiny' in parts:
+    c.baselines = 'log_replay,constant_velocity'
+    c.data.num_scenarios = 2
+    c.data.num_objects = 16
+    c.data.num_roadgraph_points = 4000
+    c.tokens.num_tokens = 32  # The tiny training config's vocabulary.
+    c.realism.num_rollouts = 2
+    c.realism.num_steps = 4
+    c.realism.batch_size = 2
+    c.speed.batch_size = 2
+    c.speed.repeats = 1
+    c.planners.num_scenarios = 2
+    c.planners.num_idm = 2
+    c.planners.num_frenet = 0  # Tested in tests/test_eval_planners.py.
+    c.planners.modes = 'log_replay,learned'
+    c.report.num_videos = 1
+    c.fast_compile = True
+  return c

@@ -1,0 +1,38 @@
+r"""Evaluates sim-agent policies: WOSAC realism, speed / size, closed-loop planner study.
+
+  python -m experiments.evaluate --workdir=/tmp/eval \
+      [--config=experiments/configs/evaluate.py[:cpu|:tiny]] \
+      [--checkpoints=spacer:/tmp/spacer,ppo:/tmp/ppo,hr_ppo:/tmp/hr_ppo,reference:/tmp/ref] \
+      [--num_scenarios=N]
+
+Baselines (log replay, constant velocity, IDM, the default reference) are always
+included (``--config.baselines``). Writes report.md / report.json, plots/ and videos/
+into the workdir; finished policies are kept when the command is run again.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from spacer_jax.apps import evaluate
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'experiments/configs/evaluate.py', 'Evaluation config.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Report directory.', required=True)
+_CHECKPOINTS = flags.DEFINE_list(
+    'checkpoints', [], 'Policies to evaluate besides the baselines: spacer:DIR, ppo:DIR, '
+    'hr_ppo:DIR (train_spacer workdirs), reference:PATH (reference artifact / workdir).')
+_NUM_SCENARIOS = flags.DEFINE_integer('num_scenarios', None,
+                                      'Overrides --config.data.num_scenarios.')
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _NUM_SCENARIOS.value is not None:
+    with config.unlocked():
+      config.data.num_scenarios = _NUM_SCENARIOS.value
+  evaluate.run_evaluation(config, _WORKDIR.value, _CHECKPOINTS.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,86 @@
+"""The evaluate binary end to end on a tiny config: a trained (tiny) SPACER checkpoint and
+two scripted baselines, realism under both WOSAC configs, speed table, planner study,
+plots, videos, and a re-run that keeps the finished results."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.configs import evaluate as evaluate_configs
+from experiments.configs import spacer as spacer_configs
+from spacer_jax.apps import evaluate, train_spacer
+
+
+@pytest.fixture(scope='module')
+def spacer_workdir(tmp_path_factory):
+  """A train_spacer workdir holding a freshly initialised tiny policy (no training: the
+  evaluation only needs a loadable checkpoint)."""
+  import jax
+  import optax
+
+  from spacer_jax.spacer import train as train_lib
+  from spacer_jax.training import Checkpointer
+  workdir = tmp_path_factory.mktemp('spacer')
+  config = spacer_configs.get_config('tiny')
+  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  vocab, _ = train_spacer.load_vocab(config)
+  selfplay = train_spacer.make_selfplay(config, vocab)
+  worlds = selfplay.prepare(train_spacer.ScenarioSource(config).eval())
+  state = train_lib.init_train_state(selfplay, optax.adam(1e-3), worlds,
+                                     jax.random.PRNGKey(0))
+  ckpt = Checkpointer(str(workdir / 'checkpoints'))
+  ckpt.save(1, state, {'iteration': 1, 'variant': 'spacer'})
+  ckpt.close()
+  return str(workdir)
+
+
+def test_evaluate_writes_the_report_and_resumes(tmp_path, spacer_workdir):
+  config = evaluate_configs.get_config('tiny')
+  workdir = str(tmp_path / 'eval')
+  report = evaluate.run_evaluation(config, workdir, [f'spacer:{spacer_workdir}'])
+  labels = list(report['realism'])
+  assert labels[:2] == ['log_replay', 'constant_velocity'] and labels[2].startswith('spacer')
+  for label in labels:
+    for version in ('2025', '2024'):
+      r = report['realism'][label][version]
+      assert 0.0 <= r['meta_metric'] <= 1.0, (label, version, r)
+  # Log replay reproduces the log: its minADE is zero and it is the most realistic.
+  log, cv = report['realism']['log_replay']['2025'], report['realism']['constant_velocity']['2025']
+  assert log['min_ade'] == pytest.approx(0.0, abs=1e-3)
+  assert log['meta_metric'] > cv['meta_metric']
+  speed = {row['policy']: row for row in report['speed']}
+  assert speed['log_replay']['num_params'] == 0 and speed['log_replay']['scenarios_per_s'] > 0
+  assert speed[labels[2]]['num_params'] > 1000
+  study = report['planner_study']
+  assert set(study['modes']) == {'log_replay', labels[2]}
+  assert {'idm_0', 'idm_1', f'ego_{labels[2]}'} <= set(study['planners'])
+  assert len(study['correlations']) == 1
+  for name in ('report.md', 'report.json', 'planner_study.json',
+               'plots/realism_bars.png', 'plots/feature_histograms.png',
+               'plots/planner_scores.png'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  videos = os.listdir(os.path.join(workdir, 'videos'))
+  assert len(videos) == len(labels)
+  text = open(os.path.join(workdir, 'report.md')).read()
+  assert '## Speed and size' in text and 'log_replay' in text
+
+  # A second run reuses every finished policy's results (same numbers, no rollouts).
+  stamp = os.path.getmtime(os.path.join(workdir, 'results', 'log_replay.json'))
+  config.planners.enabled = False
+  again = evaluate.run_evaluation(config, workdir, [f'spacer:{spacer_workdir}'])
+  assert os.path.getmtime(os.path.join(workdir, 'results', 'log_replay.json')) == stamp
+  np.testing.assert_allclose(again['realism']['log_replay']['2025']['meta_metric'],
+                             log['meta_metric'])
+  with open(os.path.join(workdir, 'report.json')) as f:
+    assert json.load(f)['planner_study'] is None
+
+
+def test_bad_specs_and_files_are_named(tmp_path):
+  config = evaluate_configs.get_config('tiny')
+  with pytest.raises(ValueError, match='unknown policy spec'):
+    evaluate.run_evaluation(config, str(tmp_path), ['bogus:thing'])
+  config.data.files = str(tmp_path / 'none-*.tfrecord')
+  with pytest.raises((ValueError, FileNotFoundError)):
+    evaluate.load_scenarios(config)
