@@ -65,20 +65,18 @@ def load_scenarios(config: ml_collections.ConfigDict) -> SimulatorState:
   generator seeds, or the first records of ``data.files``."""
   n = config.data.num_scenarios
   if not config.data.files:
+    from spacer_jax.apps.train_spacer import generator_config
     from spacer_jax.data import generator
-    gen = generator.GeneratorConfig(num_objects=config.data.num_objects,
-                                    num_roadgraph_points=config.data.num_roadgraph_points)
+    gen = generator_config(config)
     return stack_states([generator.generate_scenario(config.data.eval_seed_offset + i, gen)
                          for i in range(n)])
   from spacer_jax.data import womd
-  index = womd.RecordIndex(womd.list_files(config.data.files))
-  if len(index) < n:
-    raise ValueError(f'data.files {config.data.files!r} holds {len(index)} records, '
+  states = womd.read_scenarios(config.data.files, 0, n, config.data.format,
+                               config.data.num_objects, config.data.num_roadgraph_points)
+  if len(states) < n:
+    raise ValueError(f'data.files {config.data.files!r} holds {len(states)} records, '
                      f'data.num_scenarios={n} asked.')
-  return stack_states([womd.decode_record(index.read(i), config.data.format,
-                                          config.data.num_objects,
-                                          config.data.num_roadgraph_points)
-                       for i in range(n)])
+  return stack_states(states)
 
 
 def _default_vocab(config: ml_collections.ConfigDict) -> TokenVocabulary:

@@ -81,15 +81,8 @@ def _generator_config(config: ml_collections.ConfigDict) -> generator.GeneratorC
 def _read_records(files: str, config: ml_collections.ConfigDict, skip: int,
                   count: int) -> list[SimulatorState]:
   from spacer_jax.data import womd
-  states, index = [], 0
-  for path in womd.list_files(files):
-    for _, raw in womd.read_records(path):
-      if index >= skip + count:
-        return states
-      if index >= skip:
-        states.append(womd.decode_record(raw, config.data.format, config.data.num_objects,
-                                         config.data.num_roadgraph_points))
-      index += 1
+  states = womd.read_scenarios(files, skip, count, config.data.format,
+                               config.data.num_objects, config.data.num_roadgraph_points)
   if not states:
     raise ValueError(f'data.files {files!r} holds no records after the first {skip}.')
   return states

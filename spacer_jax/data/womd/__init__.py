@@ -16,6 +16,7 @@ from spacer_jax.data.womd.dataset import (
     decode_record,
     list_files,
     make_dataset,
+    read_scenarios,
     shard_files,
 )
 from spacer_jax.data.womd.errors import RecordError
@@ -36,7 +37,7 @@ from spacer_jax.data.womd.tf_example import (
 __all__ = [
     'DatasetConfig', 'RawScenario', 'ReadStats', 'RecordError', 'RecordIndex', 'WomdDataset',
     'decode_record', 'example_to_state', 'feature_spec', 'list_files', 'make_dataset',
-    'parse_example', 'parse_scenario', 'read_records', 'scenario_to_state',
+    'parse_example', 'parse_scenario', 'read_records', 'read_scenarios', 'scenario_to_state',
     'shard_files', 'state_to_example', 'state_to_scenario_bytes', 'tf_feature_description',
     'write_records',
 ]

@@ -71,6 +71,19 @@ def list_files(file_pattern: Union[str, Sequence[str]]) -> list[str]:
   return files
 
 
+def read_scenarios(file_pattern: Union[str, Sequence[str]], start: int, count: int,
+                   format: str = 'tf_example', max_num_objects: int = 128,
+                   max_num_rg_points: int = 30000) -> list[SimulatorState]:
+  """Records ``start .. start + count - 1`` of the files (as many as exist), decoded.
+
+  Seeks straight to them through a :class:`records.RecordIndex` (no record before
+  ``start`` is read or parsed).
+  """
+  index = records.RecordIndex(list_files(file_pattern))
+  return [decode_record(index.read(i), format, max_num_objects, max_num_rg_points)
+          for i in range(start, min(start + count, len(index)))]
+
+
 def shard_files(files: Sequence[str], num_hosts: int, host_index: int
                 ) -> tuple[list[str], bool]:
   """This host's files: every ``num_hosts``-th file starting at ``host_index``.
