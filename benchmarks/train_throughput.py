@@ -66,12 +66,11 @@ def main() -> None:
   state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
   rng = jax.random.PRNGKey(1)
 
-  rollout = jax.jit(selfplay.rollout)
-
-  @jax.jit
-  def rollout_and_reference(params, worlds, ref_params, key):
-    episode = selfplay.rollout(params, worlds, key)
-    return train_lib.anchor_log_probs(selfplay, anchor, ref_params, worlds, episode)
+  simulate = jax.jit(train_lib.make_episode_fn(selfplay))
+  rollout = lambda params, worlds, key: simulate(params, None, worlds, key)[0]
+  simulate_and_score = jax.jit(train_lib.make_episode_fn(selfplay, anchor))
+  rollout_and_reference = lambda params, worlds, ref_params, key: simulate_and_score(
+      params, ref_params, worlds, key)[1]
 
   steps = {
       'ppo': jax.jit(train_lib.make_train_step(selfplay, train_lib.Anchor('none'),

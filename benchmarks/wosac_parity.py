@@ -1,9 +1,11 @@
 """Parity of spacer_jax's WOSAC metrics with the official evaluator, on real WOMD data.
 
-For each real scenario in ``../shared/data/womd_samples/`` and each simple policy (log
-replay, constant velocity, log plus noise), this script
+For each real scenario in ``../shared/data/womd_samples/`` and each policy, this script
 
-1. builds 32 rollouts of the 80 future steps with numpy,
+1. builds 32 rollouts of the 80 future steps: with numpy for the simple policies (log
+   replay ``log``, constant velocity ``cv``, log plus noise ``noise``), and in closed
+   loop for any ``spacer_jax.eval.load_policy`` spec (``idm``, ``reference:PATH``,
+   ``spacer:WORKDIR``, ``ppo:WORKDIR``, ...: trained policies on real scenes),
 2. scores them with ``spacer_jax.eval.compute_realism`` (2025 config),
 3. exports them as a ``SimAgentsChallengeSubmission`` file
    (``spacer_jax.eval.submission``) and scores that file with the official
@@ -15,7 +17,8 @@ covers evaluating sim agents on Waymo Open Dataset data); it is installed on fir
 into ``~/.cache/spacer_jax/wosac_venv`` (``python -m venv`` + ``pip install
 waymo-open-dataset-tf-2-12-0==1.6.7``, about 2.8 GB). Not part of the test suite.
 
-  python benchmarks/wosac_parity.py [--rollouts 32] [--policies log,cv,noise]
+  python benchmarks/wosac_parity.py [--rollouts 32] \
+      [--policies log,cv,noise,reference:PATH,spacer:WORKDIR] \
       [--venv ~/.cache/spacer_jax/wosac_venv] [--json out.json]
 """
 
@@ -158,6 +161,27 @@ def make_rollouts(state, policy: str, num_rollouts: int, seed: int = 0) -> Traje
       **{k: v.astype(np.float32) for k, v in {**poses, **sizes}.items()})
 
 
+def closed_loop_rollouts(state, spec: str, num_rollouts: int, seed: int = 0) -> Trajectory:
+  """``(R, N, 80)`` closed-loop rollouts of a ``load_policy`` spec on one scenario."""
+  from spacer_jax.eval.sim_agent_policies import default_env, load_policy
+  from spacer_jax.eval.sim_agents import realism_rollouts
+  from spacer_jax.tokens import get_or_build_default_vocabulary
+  env = default_env()
+  policy, params = load_policy(spec, env=env)
+  vocab = getattr(policy, 'vocab', None) or get_or_build_default_vocabulary()
+  steps = (state.log_trajectory.num_timesteps - INIT_STEPS) // vocab.steps_per_token
+  rollouts = realism_rollouts(policy, params, jax.tree_util.tree_map(jax.numpy.asarray, state),
+                              jax.random.PRNGKey(seed), num_rollouts, env=env, vocab=vocab,
+                              num_steps=steps)
+  return jax.tree_util.tree_map(np.asarray, rollouts)
+
+
+def make_any_rollouts(state, policy: str, num_rollouts: int) -> Trajectory:
+  if policy in ('log', 'cv', 'noise'):
+    return make_rollouts(state, policy, num_rollouts)
+  return closed_loop_rollouts(state, policy, num_rollouts)
+
+
 def run_official(python: str, scenario_file: str, submissions: list[str]) -> dict:
   with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
     f.write(_OFFICIAL)
@@ -196,7 +220,7 @@ def main():
       state = jax.tree_util.tree_map(np.asarray, state)
       subs = []
       for policy in policies:
-        rollouts = make_rollouts(state, policy, args.rollouts)
+        rollouts = make_any_rollouts(state, policy, args.rollouts)
         start = time.time()
         ours = jax.tree_util.tree_map(np.asarray, compute_realism(state, rollouts))
         first = time.time() - start

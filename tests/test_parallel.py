@@ -172,6 +172,22 @@ def test_4_and_8_devices_train_like_1(runs):
       np.testing.assert_allclose(o[key], r[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+def test_realism_rollouts_split_over_4_devices_match_1():
+  """The evaluation's realism rollouts (an untrained reference policy sampling tokens,
+  8 rollouts x 2 scenes x 4 decision steps) give the same trajectories when split over
+  4 simulated devices as on one; the rollouts do differ from each other, so the keys
+  reach the right rollouts."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'tests', 'parallel_helper.py'), '--realism', '4'],
+      cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['shape'] == [8, 2, 16, 80]
+  assert result['valid_equal']
+  assert result['max_difference'] < 1e-4
+  assert result['spread_between_rollouts'] > 0.05
+
+
 # --------------------------------------------------------------------------- in-process
 @pytest.mark.parametrize('pool_size,num_worlds', [(16, 8), (6, 4), (4, 8), (5, 5)])
 def test_world_index_is_a_stratified_draw(pool_size, num_worlds):

@@ -62,6 +62,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # learned checkpoint.
   c.planners.modes = 'log_replay,reference,learned'
 
+  c.mesh = ml_collections.ConfigDict()
+  # Devices of this process the realism rollouts are split over (0 = all); the
+  # rollouts per scene must be a multiple of it.
+  c.mesh.num_devices = 0
+
   c.report = ml_collections.ConfigDict()
   c.report.num_videos = 2  # Scenes rendered per policy (0 = none).
 

@@ -28,6 +28,7 @@ from typing import Any, Optional
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from spacer_jax.eval import realism as realism_lib
@@ -131,13 +132,28 @@ def _take(state: SimulatorState, s: slice | np.ndarray) -> SimulatorState:
   return jax.tree_util.tree_map(lambda a: a[s], state)
 
 
+def rollout_mesh(config: ml_collections.ConfigDict) -> Optional[Mesh]:
+  """The data mesh the realism rollouts are split over (``mesh.num_devices`` of this
+  process's devices, 0 = all), or None for a single device."""
+  from spacer_jax import parallel
+  devices = jax.local_devices()
+  count = config.mesh.num_devices or len(devices)
+  if count == 1:
+    return None
+  mesh = parallel.make_mesh(count, devices=devices)
+  parallel.check_divisible(mesh, **{'realism.num_rollouts': config.realism.num_rollouts})
+  return mesh
+
+
 def evaluate_realism(entry: PolicyEntry, scenes: SimulatorState,
                      config: ml_collections.ConfigDict, rng: jax.Array,
-                     histograms: Optional[dict] = None) -> dict[str, dict[str, float]]:
+                     histograms: Optional[dict] = None,
+                     mesh: Optional[Mesh] = None) -> dict[str, dict[str, float]]:
   """WOSAC realism of ``entry`` on ``scenes`` under both configs (aggregated means).
 
   ``histograms``, when given, receives the first batch's features of the log and of
-  the rollouts (feature name -> ``{'log': values, 'sim': values}``).
+  the rollouts (feature name -> ``{'log': values, 'sim': values}``). With ``mesh`` the
+  rollouts of each batch are split over its devices (:func:`rollout_mesh`).
   """
   from spacer_jax.eval.sim_agent_policies import default_env
   env = default_env()
@@ -151,7 +167,7 @@ def evaluate_realism(entry: PolicyEntry, scenes: SimulatorState,
     rollouts = realism_rollouts(entry.policy, entry.params, batch, jax.random.fold_in(rng, b),
                                 config.realism.num_rollouts, env=env, vocab=entry.vocab,
                                 num_steps=config.realism.num_steps,
-                                jit_options=_jit_options(config))
+                                jit_options=_jit_options(config), mesh=mesh)
     log_state, rollouts = _to_horizon(batch, rollouts, env.config.init_steps + horizon)
     features = realism_lib.compute_features(log_state, rollouts)
     keep = part.stop - part.start
@@ -422,6 +438,7 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
         flush=True)
   realism, speeds, histograms = {}, {}, {}
   rng = jax.random.PRNGKey(config.seed)
+  mesh = rollout_mesh(config)
   for entry in tqdm(entries, desc='policies', unit='policy'):
     path = os.path.join(workdir, 'results', f'{entry.label}.json')
     hist = {}
@@ -431,7 +448,7 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
     else:
       start = time.perf_counter()
       done = {'spec': entry.spec,
-              'realism': evaluate_realism(entry, scenes, config, rng, hist),
+              'realism': evaluate_realism(entry, scenes, config, rng, hist, mesh),
               'speed': measure_speed(entry, scenes, config)}
       done['seconds'] = time.perf_counter() - start
       render_videos(entry, scenes, config, os.path.join(workdir, 'videos'))

@@ -45,7 +45,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
+from spacer_jax.parallel.mesh import DATA_AXIS, check_divisible
 from spacer_jax.sim.datatypes import SimulatorState, Trajectory, TrajectoryUpdate
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.metrics.base import MetricResult
@@ -310,7 +313,7 @@ def closed_loop_fn(policy: SimAgentPolicy, *, env: MultiAgentEnvironment,
 @functools.lru_cache(maxsize=32)
 def _realism_fn(policy: SimAgentPolicy, env: MultiAgentEnvironment, num_steps: int,
                 ego: Optional[EgoPlanner], num_rollouts: int,
-                jit_options: Optional[tuple]) -> Callable:
+                jit_options: Optional[tuple], mesh: Optional[Mesh]) -> Callable:
   """The compiled ``(params, state, rng, vocab, ego_params) -> Trajectory`` of
   :func:`realism_rollouts`, cached so repeated calls (batches of scenes) reuse it."""
   start = env.config.init_steps
@@ -320,10 +323,20 @@ def _realism_fn(policy: SimAgentPolicy, env: MultiAgentEnvironment, num_steps: i
                          num_steps=num_steps, ego=ego).final_state
     return jax.tree_util.tree_map(lambda a: a[..., start:], final.sim_trajectory)
 
-  def many(params, state, rng, vocab, ego_params):
-    keys = jax.random.split(rng, num_rollouts)
+  def rollouts(params, state, keys, vocab, ego_params):
     return jax.vmap(one, in_axes=(None, None, 0, None, None))(params, state, keys, vocab,
                                                                ego_params)
+
+  if mesh is not None:
+    # Rollouts are independent given their keys: each device runs its share of the
+    # keys on the whole (replicated) scene batch, with no communication.
+    rollouts = jax.shard_map(rollouts, mesh=mesh,
+                             in_specs=(P(), P(), P(DATA_AXIS), P(), P()),
+                             out_specs=P(DATA_AXIS), check_vma=False)
+
+  def many(params, state, rng, vocab, ego_params):
+    keys = jax.random.split(rng, num_rollouts)
+    return rollouts(params, state, keys, vocab, ego_params)
 
   return jax.jit(many, compiler_options=None if jit_options is None else dict(jit_options))
 
@@ -332,11 +345,15 @@ def realism_rollouts(policy: SimAgentPolicy, params: Any, state: SimulatorState,
                      rng: jax.Array, num_rollouts: int, *, env: MultiAgentEnvironment,
                      vocab: TokenVocabulary, num_steps: int = 40,
                      ego: Optional[EgoPlanner] = None, ego_params: Any = None,
-                     jit_options: Optional[dict] = None) -> Trajectory:
+                     jit_options: Optional[dict] = None,
+                     mesh: Optional[Mesh] = None) -> Trajectory:
   """``num_rollouts`` closed-loop rollouts (vmapped over keys) as realism input.
 
-  Compiled once per (policy, env, num_steps, ego, num_rollouts, jit_options) and reused
-  by later calls with the same shapes.
+  Compiled once per (policy, env, num_steps, ego, num_rollouts, jit_options, mesh) and
+  reused by later calls with the same shapes. With a ``'data'`` mesh
+  (``spacer_jax.parallel.make_mesh``) the rollouts are split over its devices (each
+  runs ``num_rollouts / devices`` of them on every scene); the result is the same as
+  on one device, since a rollout depends only on its own key.
 
   Args:
     policy, params, state, env, vocab, num_steps, ego, ego_params: as for
@@ -344,6 +361,7 @@ def realism_rollouts(policy: SimAgentPolicy, params: Any, state: SimulatorState,
     rng: split into ``num_rollouts`` rollout keys.
     num_rollouts: R (32 in WOSAC).
     jit_options: compiler options.
+    mesh: optional data mesh; ``num_rollouts`` must be a multiple of its size.
 
   Returns:
     The simulated future, steps ``init_steps .. T - 1`` (11..90 in WOMD), as a
@@ -353,8 +371,9 @@ def realism_rollouts(policy: SimAgentPolicy, params: Any, state: SimulatorState,
   """
   if num_rollouts < 1:
     raise ValueError(f'num_rollouts must be >= 1, got {num_rollouts}.')
+  check_divisible(mesh, num_rollouts=num_rollouts)
   options = None if jit_options is None else tuple(sorted(jit_options.items()))
-  run = _realism_fn(policy, env, num_steps, ego, num_rollouts, options)
+  run = _realism_fn(policy, env, num_steps, ego, num_rollouts, options, mesh)
   return run(params, state, rng, vocab, ego_params)
 
 

@@ -56,8 +56,8 @@ def nearest_neighbours(query_xy: jax.Array, key_xy: jax.Array, key_valid: jax.Ar
   d2 = jnp.sum(diff**2, axis=-1)
   if key_valid.ndim == d2.ndim - 1:
     key_valid = key_valid[..., None, :]
-  neg, idx = jax.lax.top_k(jnp.where(key_valid, -d2, -jnp.inf), k)
-  return idx, jnp.isfinite(neg)
+  d, idx = geometry.smallest_k(jnp.where(key_valid, d2, jnp.inf), k)
+  return idx, jnp.isfinite(d)
 
 
 @struct.dataclass
@@ -126,8 +126,8 @@ def _segments_unbatched(rg: RoadgraphPoints, center_xy: jax.Array, num_segments:
   seg_dist = jnp.min(jnp.where(pvalid, center_dist[pidx], jnp.inf), axis=-1)
 
   k = min(num_segments, num_points)
-  neg, sel = jax.lax.top_k(-seg_dist, k)
-  seg_valid = jnp.isfinite(neg)
+  nearest, sel = geometry.smallest_k(seg_dist, k)
+  seg_valid = jnp.isfinite(nearest)
   if k < num_segments:  # fewer roadgraph slots than segments: pad with invalid slots
     pad = num_segments - k
     sel = jnp.concatenate([sel, jnp.zeros((pad,), sel.dtype)])

@@ -10,6 +10,19 @@ import jax
 import jax.numpy as jnp
 
 
+def smallest_k(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The ``k`` smallest entries of the last axis, ascending: ``(values, indices)``, both
+  ``(..., k)``; ``indices`` int32.
+
+  Each output passes its own ``optimization_barrier``: without one XLA:CPU rewrites
+  ``top_k`` followed by a slice into a full sort (many times slower on long axes), and
+  one barrier on the pair folds onto top_k's tuple, which XLA:CPU's TopK decomposer
+  then rejects inside ``shard_map``.
+  """
+  neg, idx = jax.lax.top_k(-values, k)
+  return -jax.lax.optimization_barrier(neg), jax.lax.optimization_barrier(idx)
+
+
 def wrap_angle(angle: jax.Array) -> jax.Array:
   """Wraps angles to [-pi, pi)."""
   return (angle + jnp.pi) % (2 * jnp.pi) - jnp.pi

@@ -40,6 +40,7 @@ from spacer_jax.sim.datatypes import (
     Trajectory,
     is_lane,
 )
+from spacer_jax.sim.geometry import smallest_k
 from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
 
 # agent_type_index (re-exported) is the one type index of heads and token vocabularies:
@@ -230,9 +231,8 @@ def _map_leading(fn, batch_ndim: int):
 
 def _top_nearest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """Indices of the ``k`` smallest entries of the last axis and whether they are finite."""
-  # The barrier stops XLA from turning top_k into a full sort on CPU.
-  neg, idx = jax.lax.optimization_barrier(jax.lax.top_k(-d2, k))
-  return idx, jnp.isfinite(neg)
+  d, idx = smallest_k(d2, k)
+  return idx, jnp.isfinite(d)
 
 
 # -- preparation (once per scenario) -------------------------------------------------

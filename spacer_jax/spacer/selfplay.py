@@ -90,6 +90,11 @@ class Episode:
   controlled: jax.Array
 
 
+# Episode fields with a leading time axis ``(T, W, ...)``; the others start at ``W``.
+TIME_MAJOR_FIELDS = ('obs', 'actions', 'log_probs', 'values', 'acted', 'done',
+                     'task_reward', 'goal', 'collision', 'offroad')
+
+
 @dataclasses.dataclass(frozen=True)
 class SelfPlay:
   """Static description of a self-play episode (see the module docstring).
@@ -226,6 +231,20 @@ class SelfPlay:
     return Episode(last_value=last_value, final_state=state, status=status,
                    controlled=controlled, **out)
 
+  def rollout_per_world(self, params: Any, worlds: Worlds, keys: jax.Array,
+                        greedy: bool = False) -> Episode:
+    """:meth:`rollout` with one PRNG key per world, ``keys (W,)``.
+
+    A world's episode depends on its own key only, so however the worlds are split
+    over devices (``shard_map`` over a data mesh) the same episodes are drawn.
+    Returns the same time-major :class:`Episode` as :meth:`rollout`.
+    """
+    episode = jax.vmap(lambda w, k: self.rollout(params, w, k, greedy))(worlds, keys)
+    to_time_major = lambda a: jnp.moveaxis(a, 1, 0)
+    return episode.replace(**{name: jax.tree_util.tree_map(to_time_major,
+                                                           getattr(episode, name))
+                              for name in TIME_MAJOR_FIELDS})
+
   # -- the anchor's view -------------------------------------------------------------
 
   def anchor_tokens(self, worlds: Worlds, episode: Episode
@@ -269,4 +288,4 @@ def select_worlds(worlds: Worlds, index: jax.Array) -> Worlds:
   return jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0), worlds)
 
 
-__all__ = ['Episode', 'SelfPlay', 'Worlds', 'select_worlds']
+__all__ = ['Episode', 'SelfPlay', 'TIME_MAJOR_FIELDS', 'Worlds', 'select_worlds']

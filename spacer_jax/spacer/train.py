@@ -22,12 +22,11 @@ the gradients are averaged over devices and N devices train like one (up to the 
 of floating-point sums; random draws are sharding-invariant with JAX's partitionable
 threefry). Without a mesh the functions are plain single-device code.
 
-Known cost: XLA's partitioner does not split ``top_k`` along batch dimensions, so the
-nearest-point searches of the observation and the reference features gather all worlds
-onto every device (an all-gather plus replicated ``top_k`` work per policy step).
-Running the episode under ``shard_map`` would avoid it, but XLA:CPU then crashes on
-their ``optimization_barrier(top_k(...))`` (the barrier collapses onto the top_k tuple
-and the TopK decomposer check-fails); a barrier on each output separately compiles.
+The episode and the anchor pass run under ``shard_map`` (:func:`make_episode_fn`): each
+device simulates its own worlds with one PRNG key per world, with no communication at
+all. Left to the automatic partitioner they would not stay local: XLA does not split
+``top_k`` along batch dimensions, so every nearest-point search (observation, road
+edges, reference features) would gather all worlds onto every device.
 """
 
 from __future__ import annotations
@@ -43,13 +42,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, reference_log_probs
-from spacer_jax.parallel.mesh import check_divisible, constrain
+from spacer_jax.parallel.mesh import DATA_AXIS, check_divisible, constrain
 from spacer_jax.spacer.gae import compute_gae
 from spacer_jax.spacer.losses import LossConfig, PPOBatch, ppo_loss
 from spacer_jax.spacer.rewards import AgentStatus
-from spacer_jax.spacer.selfplay import Episode, SelfPlay, Worlds
+from spacer_jax.spacer.selfplay import TIME_MAJOR_FIELDS, Episode, SelfPlay, Worlds
 
 ANCHORS = ('none', 'reference', 'policy')
 
@@ -295,6 +295,50 @@ def sample_worlds(pool: Worlds, key: jax.Array, num_worlds: int,
   return constrain(jax.tree_util.tree_map(gather, pool), mesh)
 
 
+# ``shard_map`` out_specs of an Episode: worlds on axis 1 of the time-major fields.
+_EPISODE_SPECS = Episode(**{
+    f.name: P(None, DATA_AXIS) if f.name in TIME_MAJOR_FIELDS else P(DATA_AXIS)
+    for f in dataclasses.fields(Episode)})
+
+
+def make_episode_fn(selfplay: SelfPlay, anchor: Optional[Anchor] = None,
+                    mesh: Optional[Mesh] = None, greedy: bool = False) -> Callable:
+  """``episode_fn(params, anchor_params, worlds, rng) -> (episode, anchor_log_probs)``.
+
+  One episode on every world (``rng`` split into one key per world) and, for an anchor
+  other than ``'none'``, its log-distribution ``(T, W, N, K)`` over the episode (else
+  None). With ``mesh`` both run under ``shard_map``: every device simulates and scores
+  its own worlds with no communication (parameters replicated), and the results come out
+  sharded along the world axis. The draws do not depend on the device count.
+  """
+  def local(params, anchor_params, worlds, keys):
+    with jax.named_scope('simulation'):
+      episode = selfplay.rollout_per_world(params, worlds, keys, greedy=greedy)
+    anchor_lp = None
+    if anchor is not None:
+      with jax.named_scope('reference'):
+        anchor_lp = anchor_log_probs(selfplay, anchor, anchor_params, worlds, episode)
+    return episode, anchor_lp
+
+  def episode_fn(params, anchor_params, worlds: Worlds, rng: jax.Array):
+    num_worlds = worlds.goal.shape[0]
+    check_divisible(mesh, num_worlds=num_worlds)
+    keys = jax.random.split(rng, num_worlds)
+    if mesh is None:
+      return local(params, anchor_params, worlds, keys)
+    has_lp = anchor is not None and anchor.kind != 'none'
+    # check_vma=False: the scans inside start from constant (unvarying) carries that
+    # become per-device values; every output is declared sharded, none replicated, so
+    # there is nothing for the check to protect.
+    sharded = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
+        out_specs=(_EPISODE_SPECS, P(None, DATA_AXIS) if has_lp else None),
+        check_vma=False)
+    return sharded(params, anchor_params, constrain(worlds, mesh), constrain(keys, mesh))
+
+  return episode_fn
+
+
 def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                     ppo: PPOConfig, optimizer: optax.GradientTransformation,
                     mesh: Optional[Mesh] = None
@@ -303,14 +347,16 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
 
   ``pool`` is a :class:`Worlds` batch ``(P,)`` on device; ``anchor_params`` the frozen
   reference (or BC policy) parameters, or None. With ``mesh`` (a ``'data'`` mesh from
-  ``spacer_jax.parallel.make_mesh``), sharding constraints keep the worlds, the episode
-  and the PPO batch split over devices along the world axis; jit the step with the pool
+  ``spacer_jax.parallel.make_mesh``) the episode and anchor pass run per device
+  (:func:`make_episode_fn`) and sharding constraints keep the PPO batch split over
+  devices along the world axis; jit the step with the pool
   sharded the same way and the state replicated (``apps.train_spacer`` does). ``W`` and
   ``P`` must then be multiples of the device count.
   """
   if anchor.kind == 'none' and loss_config.kl_coef:
     raise ValueError('LossConfig.kl_coef > 0 needs an anchor (reference or policy).')
   check_divisible(mesh, num_worlds=ppo.num_worlds)
+  episode_fn = make_episode_fn(selfplay, anchor, mesh)
   apply_fn = selfplay.policy.apply
   loss_fn = functools.partial(ppo_loss, apply_fn=apply_fn, config=loss_config)
   grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, batch=b), has_aux=True)
@@ -349,11 +395,7 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
   def train_step(state: TrainState, pool: Worlds, anchor_params: Any):
     rng, k_pick, k_roll, k_update = jax.random.split(state.rng, 4)
     worlds = sample_worlds(pool, k_pick, ppo.num_worlds, mesh)
-    with jax.named_scope('simulation'):
-      episode = selfplay.rollout(state.params, worlds, k_roll)
-    with jax.named_scope('reference'):
-      anchor_lp = constrain(
-          anchor_log_probs(selfplay, anchor, anchor_params, worlds, episode), mesh, axis=1)
+    episode, anchor_lp = episode_fn(state.params, anchor_params, worlds, k_roll)
     with jax.named_scope('update'):
       rewards = episode.task_reward
       metrics = episode_metrics(episode)
@@ -406,9 +448,11 @@ def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None) -> Callable:
   parameters replicated); their number must then be a multiple of the device count.
   """
 
+  episode_fns = {g: make_episode_fn(selfplay, None, mesh, greedy=g) for g in (False, True)}
+
   def evaluate(params: Any, worlds: Worlds, rng: jax.Array, greedy: bool = False):
     check_divisible(mesh, eval_worlds=worlds.goal.shape[0])
-    episode = selfplay.rollout(params, constrain(worlds, mesh), rng, greedy=greedy)
+    episode, _ = episode_fns[bool(greedy)](params, None, worlds, rng)
     metrics = episode_metrics(episode)
     metrics['task_return'] = _safe_ratio(jnp.sum(episode.task_reward), metrics['agents'])
     return metrics
@@ -417,6 +461,6 @@ def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None) -> Callable:
 
 
 __all__ = ['ANCHORS', 'Anchor', 'PPOConfig', 'TrainState', 'anchor_log_probs',
-           'episode_metrics', 'init_train_state', 'make_evaluate', 'make_optimizer',
-           'make_train_iteration', 'make_train_step', 'minibatch_indices', 'sample_worlds',
-           'world_index']
+           'episode_metrics', 'init_train_state', 'make_episode_fn', 'make_evaluate',
+           'make_optimizer', 'make_train_iteration', 'make_train_step', 'minibatch_indices',
+           'sample_worlds', 'world_index']

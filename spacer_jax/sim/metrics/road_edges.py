@@ -211,11 +211,9 @@ def _rect_gap(lo: jax.Array, hi: jax.Array, p: jax.Array) -> jax.Array:
 def _top_smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The k smallest entries of the last axis and the (k+1)-th smallest (or +inf)."""
   n = d2.shape[-1]
-  # The barrier keeps XLA from rewriting top_k + slice into a full sort (20x slower
-  # on CPU).
-  vals, idx = jax.lax.optimization_barrier(jax.lax.top_k(-d2, min(k + 1, n)))
-  kept, idx = -vals[..., :k], idx[..., :k]
-  bound = -vals[..., k] if n > k else jnp.full(d2.shape[:-1], jnp.inf, d2.dtype)
+  vals, idx = geometry.smallest_k(d2, min(k + 1, n))
+  kept, idx = vals[..., :k], idx[..., :k]
+  bound = vals[..., k] if n > k else jnp.full(d2.shape[:-1], jnp.inf, d2.dtype)
   return kept, idx, bound
 
 
