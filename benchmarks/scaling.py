@@ -14,7 +14,9 @@ Per device count it compiles ``train_step`` x ``--steps_per_iteration`` in one
 ``lax.scan`` (as the trainer does), jitted with the pool sharded over a ``'data'``
 mesh and the state replicated, and reports the best of ``--repeats`` timed calls after
 a warm-up: agent-steps/s (agents that acted) in total and per device, and the time per
-train step. Output: a table and, with ``--json``, the rows plus the backend.
+train step, and the collectives in the compiled program (all-gathers would mean work
+pulled across devices; a data-parallel step needs only the gradient all-reduce).
+Output: a table and, with ``--json``, the rows plus the backend.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def count_collectives(hlo_text: str) -> dict[str, int]:
+  """Cross-device ops in a compiled program's HLO text, by kind (each op once, however
+  often a loop runs it)."""
+  import re
+  kinds = ('all-gather', 'all-reduce', 'all-to-all', 'collective-permute', 'reduce-scatter')
+  return {k: len(re.findall(rf'= \S+ {k}(?:-start)?\(', hlo_text)) for k in kinds}
 
 
 def measure(args: argparse.Namespace, num_devices: int) -> dict:
@@ -70,6 +80,8 @@ def measure(args: argparse.Namespace, num_devices: int) -> dict:
                       in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
                       out_shardings=(replicated, replicated), donate_argnums=0)
   start = time.perf_counter()
+  iteration = iteration.lower(state, pool, anchor_params).compile()
+  collectives = count_collectives(iteration.as_text())
   state, metrics = jax.block_until_ready(iteration(state, pool, anchor_params))
   compile_s = time.perf_counter() - start
   best, acted = float('inf'), 0.0
@@ -84,7 +96,7 @@ def measure(args: argparse.Namespace, num_devices: int) -> dict:
           'device_kind': jax.devices()[0].device_kind, 'agent_steps': acted,
           'seconds_per_train_step': best / args.steps_per_iteration,
           'agent_steps_per_s': total, 'agent_steps_per_s_per_device': total / num_devices,
-          'first_call_s': compile_s}
+          'first_call_s': compile_s, 'collectives': collectives}
 
 
 def run_worker(args: argparse.Namespace, num_devices: int) -> dict:
@@ -129,13 +141,13 @@ def main() -> None:
 
   rows = []
   print(f'{"devices":>7} {"worlds":>6} {"s/train step":>12} {"agent-steps/s":>14} '
-        f'{"per device":>11} {"first call s":>12}')
+        f'{"per device":>11} {"first call s":>12} {"all-gathers":>11}')
   for n in [int(d) for d in args.devices.split(',')]:
     row = run_worker(args, n)
     rows.append(row)
     print(f'{n:>7} {row["worlds"]:>6} {row["seconds_per_train_step"]:>12.3f} '
           f'{row["agent_steps_per_s"]:>14,.0f} {row["agent_steps_per_s_per_device"]:>11,.0f} '
-          f'{row["first_call_s"]:>12.1f}', flush=True)
+          f'{row["first_call_s"]:>12.1f} {row["collectives"]["all-gather"]:>11}', flush=True)
   base = rows[0]['agent_steps_per_s_per_device']
   for row in rows:  # Weak-scaling efficiency: per-device throughput vs the first count.
     row['efficiency'] = row['agent_steps_per_s_per_device'] / base

@@ -48,7 +48,8 @@ def main(argv):
       max_segments=config.max_segments, max_candidates=config.max_candidates,
       jitter_fraction=config.jitter_fraction, jitter_xy=config.jitter_xy,
       jitter_yaw=config.jitter_yaw, primitives=config.primitives, coverage=config.coverage,
-      cluster_length_scale=config.cluster_length_scale, seed=config.seed)
+      cluster_length_scale=config.cluster_length_scale,
+      mirror_symmetric=config.mirror_symmetric, seed=config.seed)
   start = time.perf_counter()
   states, source = _build_states(config)
   segments = builder.extract_segments(states, build.steps_per_token)

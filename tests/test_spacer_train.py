@@ -5,6 +5,9 @@ compile to seconds; the scenario pool is shared by the module.
 """
 
 import functools
+import json
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -156,6 +159,20 @@ def test_binary_resumes_identically(tmp_path, monkeypatch):
   for x, y in zip(jax.tree_util.tree_leaves(a[1]), jax.tree_util.tree_leaves(b[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert (tmp_path / 'resumed' / 'tb').is_dir()
+  # config.json names the vocabulary file the run used (not '' = "the default").
+  saved = json.loads((tmp_path / 'resumed' / 'config.json').read_text())
+  vocab_path = saved['tokens']['vocabulary']
+  assert os.path.isabs(vocab_path) and os.path.exists(vocab_path)
+  assert b[2]['vocabulary'] == vocab_path
+  # Resuming with another vocabulary is refused, naming both files.
+  other = tmp_path / 'other_vocab.npz'
+  shutil.copy(vocab_path, other)
+  config = spacer_configs.get_config('tiny')
+  config.reference.checkpoint = 'random'
+  config.tokens.vocabulary = str(other)
+  config.train.max_iterations = 5
+  with pytest.raises(ValueError, match='other_vocab.npz'):
+    train_spacer.train_and_evaluate(config, str(tmp_path / 'resumed'))
 
 
 def test_hr_ppo_trains_its_bc_anchor_then_self_play(tmp_path):

@@ -19,7 +19,10 @@ from spacer_jax.tokens import builder, vocabulary
 from spacer_jax.tokens.tokenize import tokenize
 
 GEN = GeneratorConfig(num_objects=16, num_roadgraph_points=1000)
-SMALL = tokens.BuildConfig(num_tokens=16, max_segments=1000, max_candidates=100)
+# Plain k-disk: at K = 16 a mirror-symmetric vocabulary has too few distinct turns to
+# track these logs; the symmetric build is tested at K = 24 below.
+SMALL = tokens.BuildConfig(num_tokens=16, max_segments=1000, max_candidates=100,
+                           mirror_symmetric=False)
 # Compiled once per shape and shared by the tests (eager scans are slow).
 _tokenize = jax.jit(tokenize, static_argnames='start_step')
 _detokenize = jax.jit(tokens.detokenize)
@@ -80,6 +83,32 @@ def test_vocabulary_is_deterministic(segments, vocab):
   other, _ = tokens.build_vocabulary(
       segments, tokens.BuildConfig(**{**SMALL.__dict__, 'seed': 1}))
   assert not np.array_equal(other.poses, vocab.poses)
+
+
+def test_vocabulary_is_its_own_mirror_image(segments, vocab, held_out):
+  """Every token's left-right mirror is a token (exactly), the self-mirrored ones are
+  exactly straight, and the symmetric vocabulary tracks held-out logs."""
+  k = 24
+  sym, meta = tokens.build_vocabulary(
+      segments, dataclasses.replace(SMALL, num_tokens=k, mirror_symmetric=True))
+  poses = np.asarray(sym.poses)
+  for t in range(3):
+    mirrored = builder.mirror_poses(poses[t])
+    gap = np.abs(poses[t][None] - mirrored[:, None]).max((-1, -2))  # (K, K)
+    np.testing.assert_allclose(gap.min(1), 0.0, atol=1e-6)
+    self_mirror = gap[np.arange(k), np.arange(k)] < 1e-6
+    assert self_mirror[0]  # standing still
+    assert meta['types'][t]['num_axial_tokens'] == self_mirror.sum() - 1
+    assert (k - self_mirror.sum()) % 2 == 0
+    np.testing.assert_array_equal(poses[t][self_mirror][..., 1:], 0.0)  # straight
+  assert meta['types'][0]['num_axial_tokens'] >= 1
+  log, types = held_out.log_trajectory, held_out.object_metadata.object_types
+  tok = _tokenize(sym, log, types)
+  assert float(tok.error[np.asarray(tok.valid)].mean()) < 0.5
+  # Plain k-disk (the module's vocabulary) picks asymmetric tokens.
+  plain = np.asarray(vocab.poses)[0]
+  gap = np.abs(plain[None] - builder.mirror_poses(plain)[:, None]).max((-1, -2))
+  assert gap.min(1).max() > 1e-3
 
 
 def test_vocabulary_metadata(vocab_and_meta, segments):

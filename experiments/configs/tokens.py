@@ -25,6 +25,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.primitives = True  # Add kinematic primitives (coverage of unseen speeds/turns).
   config.coverage = 1.0  # Fraction of points the K tokens cover within the tolerance.
   config.cluster_length_scale = 2.0  # Clustering box length / median length (heading weight).
+  config.mirror_symmetric = True  # Every token's left-right mirror is a token too.
   # Build data: generated scenarios, unless `data` names TFRecords.
   config.data = ''  # Glob(s) of WOMD TFRecords; '' = the procedural generator.
   config.data_format = 'tf_example'  # tf_example | scenario (for `data`).

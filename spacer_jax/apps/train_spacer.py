@@ -257,10 +257,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.check_divisible(mesh, **{'env.num_worlds': config.env.num_worlds,
                                     'data.pool_size': config.data.pool_size})
   os.makedirs(workdir, exist_ok=True)
+  vocab, vocab_path = load_vocab(config)
+  vocab_path = os.path.abspath(vocab_path)
+  # config.json names the vocabulary file itself, so evaluating the run later loads the
+  # tokens it was trained with even after the default vocabulary changes.
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.tokens.vocabulary = vocab_path
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
-  vocab, vocab_path = load_vocab(config)
   selfplay = make_selfplay(config, vocab)
   prepare = jax.jit(selfplay.prepare)
   prepare_sharded = jax.jit(selfplay.prepare, out_shardings=parallel.batch_sharding(mesh))
@@ -326,6 +332,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   iteration, agent_steps = 0, 0.0
   if restored is not None:
     _, state, meta = restored
+    saved_vocab = meta.get('vocabulary')
+    if saved_vocab and os.path.abspath(saved_vocab) != os.path.abspath(vocab_path):
+      raise ValueError(f'{ckpt.directory} was trained with the vocabulary {saved_vocab}, '
+                       f'this run uses {vocab_path}; resume with '
+                       f'--config.tokens.vocabulary={saved_vocab} or use a new workdir.')
     iteration, agent_steps = int(meta['iteration']), float(meta['agent_steps'])
     say(f'resumed from {ckpt.directory} at iteration {iteration} '
         f'({agent_steps:.3g} agent-steps).')

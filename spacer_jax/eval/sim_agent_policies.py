@@ -496,13 +496,23 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals):
   if config.get('variant') != kind:
     raise ValueError(f'{workdir!r} holds a {config.get("variant")!r} run, not {kind!r}; '
                      f'use {config.get("variant")}:{workdir}.')
-  vocab = load_vocab(config)[0] if vocab is None else vocab
-  selfplay = make_selfplay(config, _checked_vocab(vocab, config.tokens.num_tokens,
-                                                  f'the {kind} policy in {workdir!r}'))
   out = Checkpointer(ckpt_dir).restore(None)
   if out is None:
     raise ValueError(f'{ckpt_dir!r} holds no finished checkpoint.')
-  step, state, _ = out
+  step, state, meta = out
+  if vocab is None:
+    # The vocabulary the checkpoint was trained with (runs whose config.json predates
+    # explicit vocabulary paths name it only in the checkpoint's metadata).
+    saved = (meta or {}).get('vocabulary')
+    if saved and not config.tokens.vocabulary:
+      if not os.path.exists(saved):
+        raise FileNotFoundError(f'{workdir!r} was trained with the vocabulary {saved!r}, '
+                                'which does not exist here; pass vocab= explicitly.')
+      with config.unlocked():
+        config.tokens.vocabulary = saved
+    vocab = load_vocab(config)[0]
+  selfplay = make_selfplay(config, _checked_vocab(vocab, config.tokens.num_tokens,
+                                                  f'the {kind} policy in {workdir!r}'))
   params = state.get('params') if isinstance(state, dict) else None
   policy = LearnedPolicy(selfplay, greedy=greedy, goals=goals, variant=kind)
   want = jax.eval_shape(selfplay.policy.init, jax.random.key(0), example_observation())

@@ -8,7 +8,7 @@ it (about 40 minutes on a 2-core CPU, printed as it goes) into
 vocabulary; later calls return the cached copy. The same run by hand::
 
   python -m experiments.train_reference --config=experiments/configs/reference.py:cpu \
-      --workdir=$HOME/.cache/spacer_jax/reference/default-cpu-v1_k200
+      --workdir=$HOME/.cache/spacer_jax/reference/default-cpu-v1-generator-v4-mirror_k200
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 
 from spacer_jax.models.checkpoint import EXPORT_SUBDIR, load_reference
 from spacer_jax.tokens.vocabulary import (
+    DEFAULT_RECIPE,
     DEFAULT_STEPS_PER_TOKEN,
     cache_dir,
     default_vocabulary_path,
@@ -29,8 +30,11 @@ DEFAULT_REFERENCE_RECIPE = 'default-cpu-v1'
 
 
 def default_reference_dir(num_tokens: int = 200) -> str:
-  """The training workdir of the default reference for ``num_tokens`` tokens."""
-  return os.path.join(cache_dir(), 'reference', f'{DEFAULT_REFERENCE_RECIPE}_k{num_tokens}')
+  """The training workdir of the default reference for ``num_tokens`` tokens; named
+  after the default vocabulary's recipe too, so a new vocabulary never meets a
+  reference trained on an old one."""
+  return os.path.join(cache_dir(), 'reference',
+                      f'{DEFAULT_REFERENCE_RECIPE}-{DEFAULT_RECIPE}_k{num_tokens}')
 
 
 def _cached(export: str) -> bool:

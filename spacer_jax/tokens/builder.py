@@ -78,6 +78,12 @@ class BuildConfig:
       length, so heading differences (which a rolling tokeniser pays for in every
       later token) weigh as much as position ones; tokenisation itself uses the real
       boxes.
+    mirror_symmetric: make every type's vocabulary its own mirror image (left <-> right:
+      y and yaw negated). Segments are folded onto one side, clustered, and every
+      token is added with its mirror, except tokens within half the tolerance of their
+      own mirror, which are straightened onto the axis (y = yaw = 0). Without it the
+      near-straight tokens k-disk happens to pick carry a small turn, and an agent that
+      repeats the most likely token drifts to one side.
     seed: sampling seed; the build is a deterministic function of data and config.
   """
 
@@ -92,6 +98,7 @@ class BuildConfig:
   min_segments: int = 1_000
   coverage: float = 1.0
   cluster_length_scale: float = 2.0
+  mirror_symmetric: bool = True
   seed: int = 0
 
   def __post_init__(self):
@@ -326,14 +333,68 @@ def _kdisk(table: _Table, num_new: int, tol: float) -> tuple[list[int], np.ndarr
   return picks, nearest
 
 
+# A mirror-symmetric build straightens a pick only when its mirror is this close
+# (fraction of the covering tolerance): looser, and gentle turns vanish from small
+# vocabularies; tighter, and slots go to near-duplicate pairs around the axis.
+AXIAL_FRACTION = 0.5
+
+
+def mirror_poses(poses: np.ndarray) -> np.ndarray:
+  """Left-right mirror images of local poses ``(..., 3)``: y and yaw negated."""
+  return (np.asarray(poses) * np.array([1.0, -1.0, -1.0], np.float32)).astype(np.float32)
+
+
+def _nearest(table: _Table, picks: list[int]) -> np.ndarray:
+  """Each point's distance to the nearest of token 0 and the picked points."""
+  nearest = table.still.copy()
+  for c in picks:
+    nearest = np.minimum(nearest, table.row(c))
+  return nearest
+
+
+def _symmetric_picks(picks: list[int], self_distance: np.ndarray, tol: float,
+                     budget: int) -> tuple[list[int], np.ndarray]:
+  """The longest prefix of ``picks`` (in k-disk order) whose tokens, mirrors included,
+  fill ``budget`` slots: a pick within ``AXIAL_FRACTION * tol`` of its mirror takes one
+  slot (it is straightened), any other two. A two-slot pick that no longer fits is skipped; if one
+  slot stays empty it is straightened into it. Returns the picks and which of them are
+  axial (one slot)."""
+  chosen, axial, count, skipped = [], [], 0, []
+  for c in picks:
+    cost = 1 if self_distance[c] <= AXIAL_FRACTION * tol else 2
+    if count + cost > budget:
+      skipped.append(c)
+      continue
+    chosen.append(c)
+    axial.append(cost == 1)
+    count += cost
+    if count == budget:
+      break
+  for c in skipped[:budget - count]:
+    chosen.append(c)
+    axial.append(True)
+    count += 1
+  if count != budget:
+    raise ValueError(f'k-disk found only {count} of {budget} mirror-symmetric token slots; '
+                     'use more data or fewer tokens.')
+  return chosen, np.asarray(axial, bool)
+
+
 def _cluster_type(points: np.ndarray, num_logged: int, box: np.ndarray, num_tokens: int,
-                  num_candidates: int, coverage: float) -> tuple[np.ndarray, dict[str, float]]:
+                  num_candidates: int, coverage: float, mirror_symmetric: bool = False
+                  ) -> tuple[np.ndarray, dict[str, float]]:
   """K token poses ``(K, S, 3)`` for one type from points ``(n, S, 3)``.
 
   Distances use ``box`` (length, width). ``points[:num_logged]`` are logged segments:
-  the reported quantisation error is their mean distance to the nearest token.
+  the reported quantisation error is their mean distance to the nearest token. With
+  ``mirror_symmetric`` the points are folded onto their left side first and the tokens
+  come out closed under mirroring (see ``BuildConfig.mirror_symmetric``).
   """
   n, s = points.shape[:2]
+  original = points
+  if mirror_symmetric:
+    right = (points[:, :, 1].sum(-1) + points[:, :, 2].sum(-1)) < 0
+    points = np.where(right[:, None, None], mirror_poses(points), points)
   corners = corners_np(points, box[0], box[1]).reshape(n, 4 * s, 2)
   still = np.linalg.norm(corners - np.tile(corners_np(np.zeros(3), box[0], box[1]), (s, 1)),
                          axis=-1).mean(-1).astype(np.float32)
@@ -348,7 +409,21 @@ def _cluster_type(points: np.ndarray, num_logged: int, box: np.ndarray, num_toke
   points, corners, still = points[order], corners[order], still[order]
   dist = np.asarray(_pairwise_distance(jnp.asarray(corners[:m]), jnp.asarray(corners)))
   table = _Table(corners, dist, np.ascontiguousarray(dist.T), still)
-  covers = lambda tol: np.mean(_kdisk(table, num_tokens - 1, tol)[1] <= tol) >= coverage
+  budget = num_tokens - 1
+  if mirror_symmetric:
+    mirrored = corners_np(mirror_poses(points), box[0], box[1]).reshape(n, 4 * s, 2)
+    self_distance = np.linalg.norm(corners - mirrored, axis=-1).mean(-1)
+
+    def select(tol):
+      picks, _ = _kdisk(table, budget, tol)
+      chosen, axial = _symmetric_picks(picks, self_distance, tol, budget)
+      return chosen, axial, _nearest(table, chosen)
+  else:
+    def select(tol):
+      picks, nearest = _kdisk(table, budget, tol)
+      return picks, np.zeros(len(picks), bool), nearest
+
+  covers = lambda tol: np.mean(select(tol)[2] <= tol) >= coverage
   # Bracket the smallest covering tolerance within a factor 2, then bisect in log space.
   hi = 0.1
   while not covers(hi):
@@ -359,11 +434,29 @@ def _cluster_type(points: np.ndarray, num_logged: int, box: np.ndarray, num_toke
   for _ in range(6):  # Within 2^(1/64), about 1%, of the smallest covering tolerance.
     mid = float(np.sqrt(lo * hi))
     lo, hi = (lo, mid) if covers(mid) else (mid, hi)
-  picks, nearest = _kdisk(table, num_tokens - 1, hi)
-  tokens = np.concatenate([np.zeros((1, s, 3), np.float32), points[picks]])
-  logged = nearest[order < num_logged]
-  return tokens, {'tolerance_m': float(hi), 'max_quantization_error_m': float(nearest.max()),
-                  'quantization_error_m': float(logged.mean()) if len(logged) else 0.0}
+  picks, axial, nearest = select(hi)
+  chosen = points[picks]
+  if mirror_symmetric:
+    straight = chosen * np.array([1.0, 0.0, 0.0], np.float32)
+    chosen = np.concatenate([np.where(axial[:, None, None], straight, chosen),
+                             mirror_poses(chosen[~axial])])
+  tokens = np.concatenate([np.zeros((1, s, 3), np.float32), chosen.astype(np.float32)])
+  stats = {'tolerance_m': float(hi)}
+  if mirror_symmetric:
+    # Measured against the final (mirrored, straightened) tokens, on the unfolded data.
+    token_corners_ = corners_np(tokens, box[0], box[1]).reshape(len(tokens), 4 * s, 2)
+    point_corners = corners_np(original, box[0], box[1]).reshape(n, 4 * s, 2)
+    nearest_all = np.asarray(_pairwise_distance(jnp.asarray(point_corners),
+                                                jnp.asarray(token_corners_))).min(-1)
+    nearest_all = nearest_all.astype(np.float32)
+    logged = nearest_all[:num_logged]
+    stats.update(max_quantization_error_m=float(nearest_all.max()),
+                 num_axial_tokens=int(axial.sum()))
+  else:
+    logged = nearest[order < num_logged]
+    stats['max_quantization_error_m'] = float(nearest.max())
+  stats['quantization_error_m'] = float(logged.mean()) if len(logged) else 0.0
+  return tokens, stats
 
 
 def build_vocabulary(segments: Sequence[Segments], config: BuildConfig = BuildConfig(),
@@ -409,7 +502,7 @@ def build_vocabulary(segments: Sequence[Segments], config: BuildConfig = BuildCo
     cluster_box = box * np.array([config.cluster_length_scale, 1.0], np.float32)
     token_poses, stats = _cluster_type(points, len(logged), cluster_box, k_tokens,
                                        max(config.max_candidates, 3 * k_tokens),
-                                       config.coverage)
+                                       config.coverage, config.mirror_symmetric)
     poses.append(token_poses)
     boxes.append(box)
     per_type.append({

@@ -35,7 +35,7 @@ DEFAULT_STEPS_PER_TOKEN = 2
 # Box (length, width) per type when the data holds no agent of that type, metres.
 DEFAULT_BOX_SIZES = ((4.5, 2.0), (0.8, 0.8), (1.8, 0.8))
 # Builder recipe of the cached default vocabulary; bump to invalidate old caches.
-DEFAULT_RECIPE = 'generator-v3'
+DEFAULT_RECIPE = 'generator-v4-mirror'
 CACHE_ENV_VAR = 'SPACER_JAX_CACHE'
 
 
