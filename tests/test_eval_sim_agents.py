@@ -31,6 +31,8 @@ from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.metrics import road_edges
 from spacer_jax.sim.rollout import rollout
 from spacer_jax.spacer import train as spacer_train
+from spacer_jax.spacer.rewards import AgentStatus
+from spacer_jax.spacer.selfplay import Worlds
 from spacer_jax.tokens import TokenEnvironment, save_vocabulary
 from spacer_jax.tokens.builder import primitive_vocabulary
 from spacer_jax.tokens.tokenize import match_tokens, token_corners
@@ -341,6 +343,36 @@ def test_learned_policy_runs_and_never_removes_agents(learned, scenes):
   present = ta.valid[..., 10]
   assert ta.valid[present][:, 10:23].all()
   assert policy.num_params() == policy.num_params(train_state.params) > 1000
+
+
+def test_learned_policy_top_k_sampling(learned, scenes):
+  """top-1 sampling is greedy; top-k draws only among each agent's k likeliest tokens."""
+  config, vocab, selfplay, train_state = learned
+  state = jax.jit(BARE.reset)(scenes)
+  greedy = policies.LearnedPolicy(selfplay, greedy=True, goals='visible')
+  carry = greedy.init(None, state, jax.random.key(0))
+  propose = jax.jit(lambda p, pol, key: pol.propose(train_state.params, carry, state, key),
+                    static_argnums=1)
+  want = _np(propose(None, greedy, jax.random.key(3)))
+  got = _np(propose(None, dataclasses.replace(greedy, greedy=False, top_k=1),
+                    jax.random.key(3)))
+  np.testing.assert_array_equal(got.poses, want.poses)
+  # Every top-3 draw executes one of the agent's 3 likeliest tokens.
+  alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
+  worlds = Worlds(state=state, road=carry.road, goal=carry.goal, history=None)
+  obs = selfplay.observe(worlds, state, AgentStatus.create(alive), carry.goal_visible)
+  _, _, _, logits = selfplay.act(train_state.params, obs, jax.random.key(0))
+  top3 = jax.lax.top_k(logits, 3)[1]
+  candidates = np.stack([np.asarray(selfplay.token_env.execute(state, top3[..., j])[0])
+                         for j in range(3)])  # (3, B, N, S, 3)
+  top_k = dataclasses.replace(greedy, greedy=False, top_k=3)
+  alive = np.asarray(alive)
+  for key in range(4):
+    poses = np.asarray(propose(None, top_k, jax.random.key(key)).poses)
+    hit = np.any(np.abs(candidates - poses[None]).max((-1, -2)) < 1e-5, 0)
+    assert hit[alive].all()
+  with pytest.raises(ValueError, match='top_k'):
+    policies.LearnedPolicy(selfplay, top_k=-1)
 
 
 def test_load_learned_policy_from_a_workdir(learned, tmp_path):

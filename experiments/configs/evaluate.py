@@ -47,6 +47,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.realism.batch_size = 4  # Scenes per compiled call.
   c.realism.top_k = 32  # Reference sampling.
   c.realism.temperature = 1.0
+  # Learned policies sample among their top-k tokens (0 = the whole distribution; the
+  # paper reports SPACER with top-5).
+  c.realism.learned_top_k = 0
 
   c.speed = ml_collections.ConfigDict()
   c.speed.batch_size = 8  # Scenes per timed closed-loop call (same for every policy).

@@ -116,7 +116,8 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
     token_policy = spec.partition(':')[0] != spec
     policy, params = load_policy(
         spec, env=env, vocab=None if token_policy else vocab, top_k=config.realism.top_k,
-        temperature=config.realism.temperature, max_steps=config.realism.num_steps)
+        temperature=config.realism.temperature, max_steps=config.realism.num_steps,
+        learned_top_k=config.realism.learned_top_k)
     taken.add(label)
     entries.append(PolicyEntry(label, spec, policy, params,
                                getattr(policy, 'vocab', None) or vocab))

@@ -336,6 +336,8 @@ class LearnedPolicy(SimAgentPolicy):
   Attributes:
     selfplay: the training setup (token environment, network, observation config).
     greedy: take each agent's most likely token instead of sampling.
+    top_k: sample among each agent's ``top_k`` most likely tokens (0 = the whole
+      distribution; the paper scores SPACER with top-5 sampling).
     goals: ``'config'`` (goal dropout of ``selfplay.obs_config``, as in training
       evaluation), ``'visible'`` or ``'hidden'``; goals are the logged final positions,
       i.e. future information, so ``'hidden'`` is the strict closed-loop setting.
@@ -346,10 +348,13 @@ class LearnedPolicy(SimAgentPolicy):
   greedy: bool = False
   goals: str = 'config'
   variant: str = 'learned'
+  top_k: int = 0
 
   def __post_init__(self):
     if self.goals not in GOAL_MODES:
       raise ValueError(f'LearnedPolicy.goals={self.goals!r}; expected one of {GOAL_MODES}.')
+    if self.top_k < 0:
+      raise ValueError(f'LearnedPolicy.top_k={self.top_k}; expected >= 0 (0 = no cut).')
 
   @property
   def name(self) -> str:  # type: ignore[override]
@@ -385,7 +390,9 @@ class LearnedPolicy(SimAgentPolicy):
     alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
     worlds = Worlds(state=state, road=carry.road, goal=carry.goal, history=None)
     obs = self.selfplay.observe(worlds, state, AgentStatus.create(alive), carry.goal_visible)
-    actions, _, _, _ = self.selfplay.act(params, obs, rng, self.greedy)
+    actions, _, _, logits = self.selfplay.act(params, obs, rng, self.greedy)
+    if self.top_k and not self.greedy:
+      actions = sample_tokens(logits, rng, self.top_k, 1.0)
     poses, velocities, valid = self.selfplay.token_env.execute(state, actions)
     return Motion(poses=poses, velocities=velocities, valid=valid)
 
@@ -408,7 +415,8 @@ LEARNED = ('spacer', 'ppo', 'hr_ppo')
 def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
                 vocab: TokenVocabulary | None = None, top_k: int = 32,
                 temperature: float = 1.0, greedy: bool = False, max_steps: int = 40,
-                goals: str = 'config') -> tuple[SimAgentPolicy, Any]:
+                goals: str = 'config', learned_top_k: int = 0
+                ) -> tuple[SimAgentPolicy, Any]:
   """Builds a sim-agent policy and its parameters from a spec.
 
   Specs: ``log_replay``, ``constant_velocity``, ``idm`` (no parameters; S from
@@ -425,7 +433,8 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
       :func:`default_env`).
     vocab: token vocabulary override (must have the model's K).
     top_k, temperature, max_steps: reference sampling settings.
-    greedy, goals: learned-policy settings (see :class:`LearnedPolicy`).
+    greedy, goals, learned_top_k: learned-policy settings (``top_k`` of
+      :class:`LearnedPolicy`).
 
   Returns:
     ``(policy, params)``; params is None for scripted policies.
@@ -454,7 +463,7 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
     raise FileNotFoundError(f'policy spec {spec!r}: {path!r} does not exist.')
   if kind == 'reference':
     return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps)
-  return _load_learned_policy(kind, path, vocab, greedy, goals)
+  return _load_learned_policy(kind, path, vocab, greedy, goals, learned_top_k)
 
 
 def _checked_vocab(vocab: TokenVocabulary, num_tokens: int, what: str) -> TokenVocabulary:
@@ -480,7 +489,7 @@ def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps):
   return policy, ref.params
 
 
-def _load_learned_policy(kind, workdir, vocab, greedy, goals):
+def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   import ml_collections
 
   from spacer_jax.apps.train_spacer import load_vocab, make_selfplay
@@ -514,7 +523,7 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals):
   selfplay = make_selfplay(config, _checked_vocab(vocab, config.tokens.num_tokens,
                                                   f'the {kind} policy in {workdir!r}'))
   params = state.get('params') if isinstance(state, dict) else None
-  policy = LearnedPolicy(selfplay, greedy=greedy, goals=goals, variant=kind)
+  policy = LearnedPolicy(selfplay, greedy=greedy, goals=goals, variant=kind, top_k=top_k)
   want = jax.eval_shape(selfplay.policy.init, jax.random.key(0), example_observation())
   same = params is not None and jax.tree.structure(want) == jax.tree.structure(params) and all(
       tuple(a.shape) == tuple(b.shape)
