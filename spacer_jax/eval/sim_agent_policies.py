@@ -390,9 +390,11 @@ class LearnedPolicy(SimAgentPolicy):
     alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
     worlds = Worlds(state=state, road=carry.road, goal=carry.goal, history=None)
     obs = self.selfplay.observe(worlds, state, AgentStatus.create(alive), carry.goal_visible)
-    actions, _, _, logits = self.selfplay.act(params, obs, rng, self.greedy)
     if self.top_k and not self.greedy:
+      logits, _ = self.selfplay.policy.apply(params, obs)
       actions = sample_tokens(logits, rng, self.top_k, 1.0)
+    else:
+      actions = self.selfplay.act(params, obs, rng, self.greedy)[0]
     poses, velocities, valid = self.selfplay.token_env.execute(state, actions)
     return Motion(poses=poses, velocities=velocities, valid=valid)
 
