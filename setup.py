@@ -13,6 +13,10 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['spacer_jax', 'spacer_jax.*', 'experiments',
                                     'experiments.*']),
+    # The packaged default reference (weights, vocabulary, ship.json): a few MB.
+    package_data={'spacer_jax.models': ['assets/default_reference/*',
+                                        'assets/default_reference/**/*']},
+    include_package_data=True,
     install_requires=[
         'jax>=0.4.30',
         'flax>=0.8',
@@ -29,6 +33,7 @@ setup(
         'imageio-ffmpeg>=0.4.9',
         'tqdm>=4.66',
         'numpy>=1.26',
+        'scipy>=1.10',  # The generator's k-d trees.
     ],
     extras_require={
         'dev': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'ruff>=0.5'],

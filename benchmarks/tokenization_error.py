@@ -49,7 +49,7 @@ def main():
   parser.add_argument('--json', default=None, help='write the results here')
   args = parser.parse_args()
 
-  gen = GeneratorConfig(num_objects=128, num_roadgraph_points=1000)
+  gen = GeneratorConfig(num_objects=128, num_roadgraph_points=1000, log_off_map=True)
   build_states = [generate_scenario(s, gen) for s in range(args.build)]
   eval_states = [generate_scenario(s, gen)
                  for s in range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + args.eval)]

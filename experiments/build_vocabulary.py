@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from spacer_jax.data.generator import GeneratorConfig, generate_scenario
 from spacer_jax.tokens import builder, vocabulary
 from spacer_jax.tokens.tokenize import mean_error_by_type
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/tokens.py', 'Vocabulary configuration.', lock_config=True)
@@ -32,8 +33,9 @@ def _build_states(config):
     states = (s for _, s in zip(range(config.max_records), dataset))
     return states, {'kind': 'womd', 'pattern': config.data, 'format': config.data_format,
                     'max_records': config.max_records}
+  # The map does not enter the build: every object is logged, also beyond a small map.
   gen = GeneratorConfig(num_objects=config.num_objects,
-                        num_roadgraph_points=config.num_roadgraph_points)
+                        num_roadgraph_points=config.num_roadgraph_points, log_off_map=True)
   seeds = list(range(config.first_seed, config.first_seed + config.num_scenarios))
   return (generate_scenario(s, gen) for s in seeds), {
       'kind': 'generator', 'seeds': builder.describe_seeds(seeds),
@@ -42,6 +44,7 @@ def _build_states(config):
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   config = _CONFIG.value
   build = builder.BuildConfig(
       num_tokens=config.num_tokens, steps_per_token=config.steps_per_token,
@@ -56,7 +59,7 @@ def main(argv):
   vocab, metadata = builder.build_vocabulary(segments, build, source)
   metadata['build_seconds'] = time.perf_counter() - start
   gen = GeneratorConfig(num_objects=config.num_objects,
-                        num_roadgraph_points=config.num_roadgraph_points)
+                        num_roadgraph_points=config.num_roadgraph_points, log_off_map=True)
   held_out = range(config.eval_first_seed, config.eval_first_seed + config.eval_num_scenarios)
   errors = mean_error_by_type(vocab, (generate_scenario(s, gen) for s in held_out))
   metadata['held_out'] = {'seeds': builder.describe_seeds(list(held_out)), 'errors': errors}
@@ -73,4 +76,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from spacer_jax.apps import evaluate
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/evaluate.py', 'Evaluation config.', lock_config=True)
@@ -27,6 +28,7 @@ _NUM_SCENARIOS = flags.DEFINE_integer('num_scenarios', None,
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   config = _CONFIG.value
   if _NUM_SCENARIOS.value is not None:
     with config.unlocked():
@@ -35,4 +37,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

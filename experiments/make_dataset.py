@@ -15,6 +15,7 @@ from absl import app, flags
 
 from spacer_jax.apps import make_dataset
 from spacer_jax.data import writer
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _OUT = flags.DEFINE_string('out', None, 'Dataset root directory.', required=True)
 _NUM = flags.DEFINE_integer('num_scenarios', None, 'Scenarios in the split.', required=True)
@@ -29,6 +30,7 @@ _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   try:
     config = writer.WriterConfig(
         out_dir=_OUT.value, num_scenarios=_NUM.value, split=_SPLIT.value,
@@ -40,4 +42,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

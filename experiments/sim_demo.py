@@ -11,6 +11,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from spacer_jax.apps import sim_demo
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/sim_demo.py', 'Demo configuration.', lock_config=True)
@@ -19,8 +20,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.', required=Tr
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   sim_demo.run_demo(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

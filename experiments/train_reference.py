@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from spacer_jax.apps import train_reference
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/reference.py', 'Training configuration.',
@@ -25,8 +26,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.', required=True)
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   train_reference.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from spacer_jax.apps import train_spacer
 from spacer_jax.parallel import maybe_initialize
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/spacer.py', 'Training configuration.', lock_config=True)
@@ -46,6 +47,7 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  quiet_third_party_logging()
   # Before anything touches a JAX backend.
   maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                    _PROCESS_ID.value)
@@ -57,4 +59,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main))

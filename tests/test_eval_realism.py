@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from factories import small_realism_options
 
 from spacer_jax.eval import (
     CONFIG_2024,
@@ -19,15 +20,9 @@ from spacer_jax.eval import (
 from spacer_jax.eval.realism import compute_features, score_features
 from spacer_jax.sim import builders
 from spacer_jax.sim.datatypes import TrafficLightStates, Trajectory
-from spacer_jax.sim.metrics import road_edges
 
 R = 4  # rollouts (32 in the challenge; the estimators do not care)
-OPTIONS = RealismOptions(
-    max_evaluated_objects=4, rollout_batch_size=None, road_edge_fallback=16,
-    red_light_checks=8, max_lane_points=512,
-    road_edge_index=road_edges.RoadEdgeIndexConfig(grid_size=32, block_size=4,
-                                                   candidates_per_cell=32,
-                                                   candidates_per_block=256))
+OPTIONS = small_realism_options()
 
 
 # -- estimators ----------------------------------------------------------------------------

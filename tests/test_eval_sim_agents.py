@@ -52,7 +52,9 @@ VOCAB = primitive_vocabulary(K)
 
 @pytest.fixture(scope='module')
 def scenes():
-  return generate_batch([3, 4], GEN)
+  # A T-junction and an intersection with someone within 6 m of the SDC (the ego
+  # override test needs the SDC among others' nearest agents).
+  return generate_batch([6, 9], GEN)
 
 
 def _np(tree):
@@ -73,15 +75,25 @@ def scripted(scenes):
 def test_log_replay_reproduces_the_log_exactly(scenes, scripted):
   sim, log = _np(scripted['log_replay']), _np(scenes.log_trajectory)
   assert sim.x.shape == (2, 2, 16, 80)  # (R, batch, N, steps 11..90)
-  # Objects present at the current step follow the log to the last step, including
-  # logs that end between two decision boundaries (validity is per sub-step).
+  # Objects present at the current step follow the log wherever it is valid ...
   present = log.valid[..., 10]
-  ends_mid_token = present & ~log.valid[..., -1] & (log.valid.sum(-1) % 2 == 0)
-  assert ends_mid_token.any()
-  for field in ('x', 'y', 'yaw', 'vel_x', 'vel_y', 'valid', 'length', 'timestamp_micros'):
+  logged = log.valid[..., 11:] & present[..., None]
+  for field in ('x', 'y', 'yaw', 'vel_x', 'vel_y', 'length', 'timestamp_micros'):
     for r in range(2):
-      np.testing.assert_array_equal(getattr(sim, field)[r][present],
-                                    getattr(log, field)[..., 11:][present], err_msg=field)
+      np.testing.assert_array_equal(getattr(sim, field)[r][logged],
+                                    getattr(log, field)[..., 11:][logged], err_msg=field)
+  # ... and stay simulated to the last step (WOSAC's sim set), also where their log
+  # ends: at constant velocity from the last logged step (known answers, logs ending
+  # at and between decision boundaries: tests/test_eval_sim_set.py).
+  assert sim.valid[:, present].all()
+  ends = present & ~log.valid[..., -1]
+  last = log.valid.shape[-1] - 1 - np.argmax(log.valid[..., ::-1], -1)  # last valid step
+  for b, i in zip(*np.nonzero(ends)):
+    k = last[b, i]  # sim index k - 10 is step k + 1
+    for field, vel in (('x', 'vel_x'), ('y', 'vel_y')):
+      np.testing.assert_allclose(getattr(sim, field)[:, b, i, k - 10],
+                                 getattr(log, field)[b, i, k] + 0.1 * getattr(log, vel)[b, i, k],
+                                 atol=1e-4, err_msg=field)
   # Objects absent at the current step never appear (the environment's rule).
   assert not sim.valid[:, ~present].any()
   # A second call (new key, equal policy) reuses the compiled rollouts.
@@ -221,7 +233,7 @@ class _SwitchEgo:
     poses = jnp.where(params, still, log.poses)
     velocities = jnp.where(params, 0.0, log.velocities)
     row = lambda a: jnp.sum(jnp.where(sdc[..., None, None], a, 0.0), -3, keepdims=True)
-    valid = jnp.any(sdc & log.valid.all(-1), -1, keepdims=True)
+    valid = jnp.any(sdc & log.substep_valid().all(-1), -1, keepdims=True)
     return carry + 1, Motion(row(poses), row(velocities), valid)
 
 
@@ -309,6 +321,75 @@ def test_reference_policy_checks(reference, scenes):
     policies.ReferencePolicy(config, primitive_vocabulary(32), token_env)
 
 
+def test_reference_policies_compare_by_their_configuration(reference):
+  config, _, token_env, policy, _ = reference
+  # Rebuilt vocabularies and token environment with the same contents: equal, one
+  # compiled program.
+  rebuilt = policies.ReferencePolicy(config, primitive_vocabulary(K),
+                                     TokenEnvironment(BARE, primitive_vocabulary(K)),
+                                     top_k=TOP_K, temperature=TEMPERATURE, max_steps=STEPS)
+  assert rebuilt == policy and hash(rebuilt) == hash(policy)
+  assert rebuilt in {policy: 0}
+  scaled = type(VOCAB).from_poses(np.asarray(VOCAB.poses) * 1.5, VOCAB.box_sizes)
+  for other in (dataclasses.replace(policy, top_k=1),
+                dataclasses.replace(policy, temperature=1.0),
+                dataclasses.replace(policy, max_steps=STEPS + 1),
+                dataclasses.replace(policy, config=dataclasses.replace(config, dropout=0.5)),
+                dataclasses.replace(policy, vocab=scaled),
+                dataclasses.replace(policy, token_env=TokenEnvironment(BARE, scaled)),
+                dataclasses.replace(policy, token_env=TokenEnvironment(ENV, VOCAB))):
+    assert other != policy and hash(other) != hash(policy)
+
+
+def test_scripted_policies_compare_by_their_configuration():
+  same = [(policies.LogReplayPolicy(), policies.LogReplayPolicy(2)),
+          (policies.ConstantVelocityPolicy(), policies.ConstantVelocityPolicy(2, 0.1)),
+          (policies.IDMPolicy(BARE), policies.IDMPolicy(BARE, agents.IDMAgent()))]
+  for a, b in same:
+    assert a == b and hash(a) == hash(b)
+  different = [(policies.LogReplayPolicy(), policies.LogReplayPolicy(3)),
+               (policies.LogReplayPolicy(), policies.LogReplayPolicy(dt=0.2)),
+               (policies.ConstantVelocityPolicy(), policies.ConstantVelocityPolicy(dt=0.2)),
+               (policies.IDMPolicy(BARE), policies.IDMPolicy(ENV)),
+               (policies.IDMPolicy(BARE),
+                policies.IDMPolicy(BARE, agents.IDMAgent(desired_speed=5.0))),
+               (policies.LogReplayPolicy(), policies.ConstantVelocityPolicy())]
+  for a, b in different:
+    assert a != b
+
+  # A policy that opts out of the generated equality compares by identity (the base
+  # class's), so it never shares another object's compiled program.
+  @dataclasses.dataclass(frozen=True, eq=False)
+  class Opaque(sim_agents.SimAgentPolicy):
+    scale: float = 1.0
+
+    def propose(self, params, carry, state, rng):
+      raise NotImplementedError
+
+  a, b = Opaque(), Opaque()
+  assert a == a and hash(a) == hash(a) and a != b
+
+
+def test_two_reference_policies_in_one_process_compile_apart(scenes, reference):
+  """The realism cache and jit's static-argument cache tell reference policies apart
+  (they once shared the first compiled one: all ReferencePolicy objects were equal)."""
+  config, params, token_env, _, _ = reference
+  make = lambda **kw: policies.ReferencePolicy(config, VOCAB, token_env, max_steps=2, **kw)
+  run = lambda policy: np.asarray(sim_agents.realism_rollouts(
+      policy, params, scenes, jax.random.key(0), 2, env=BARE, vocab=VOCAB, num_steps=2,
+      jit_options=FAST).x)
+  greedy = run(make(top_k=1))
+  sampled = run(make(top_k=K, temperature=4.0))
+  # Greedy rollouts ignore their keys; sampling from all K tokens at a high temperature
+  # does not.
+  np.testing.assert_array_equal(greedy[0], greedy[1])
+  assert np.any(sampled[0] != sampled[1]) and np.any(sampled != greedy)
+  # An equal policy (a new object) reuses its compiled function.
+  hits = sim_agents._realism_fn.cache_info().hits
+  np.testing.assert_array_equal(run(make(top_k=1)), greedy)
+  assert sim_agents._realism_fn.cache_info().hits == hits + 1
+
+
 # ------------------------------------------------------------------ learned policy
 @pytest.fixture(scope='module')
 def learned(tmp_path_factory):
@@ -357,6 +438,12 @@ def test_learned_policy_top_k_sampling(learned, scenes):
   got = _np(propose(None, dataclasses.replace(greedy, greedy=False, top_k=1),
                     jax.random.key(3)))
   np.testing.assert_array_equal(got.poses, want.poses)
+  # Settings are part of the policy's equality (a static argument of compiled code).
+  assert greedy == policies.LearnedPolicy(selfplay, greedy=True, goals='visible')
+  for other in (dataclasses.replace(greedy, greedy=False),
+                dataclasses.replace(greedy, goals='hidden'),
+                dataclasses.replace(greedy, greedy=False, top_k=3)):
+    assert other != greedy and hash(other) != hash(greedy)
   # Every top-3 draw executes one of the agent's 3 likeliest tokens.
   alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
   worlds = Worlds(state=state, road=carry.road, goal=carry.goal, history=None)

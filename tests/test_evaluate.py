@@ -65,6 +65,13 @@ def test_evaluate_writes_the_report_and_resumes(tmp_path, spacer_workdir):
   assert len(videos) == len(labels)
   text = open(os.path.join(workdir, 'report.md')).read()
   assert '## Speed and size' in text and 'log_replay' in text
+  assert '## Rates per agent type' in text and 'off-road excl. log' in text
+  # Every agent valid at the current step stays in the rollouts (WOSAC's sim set), and
+  # the per-type counts add up.
+  assert log['invalid_sim_steps'] == 0
+  assert sum(log[f'num_evaluated_{t}'] for t in ('vehicle', 'pedestrian', 'cyclist')) <= (
+      log['num_evaluated'])
+  assert 0.0 <= log['offroad_rate_excl_log_offroad'] <= 1.0
 
   # A second run reuses every finished policy's results (same numbers, no rollouts).
   stamp = os.path.getmtime(os.path.join(workdir, 'results', 'log_replay.json'))
@@ -84,3 +91,16 @@ def test_bad_specs_and_files_are_named(tmp_path):
   config.data.files = str(tmp_path / 'none-*.tfrecord')
   with pytest.raises((ValueError, FileNotFoundError)):
     evaluate.load_scenarios(config)
+
+
+def test_policy_specs_carry_decoding_overrides():
+  from spacer_jax.apps.evaluate import split_decoding
+  assert split_decoding('reference:default') == ('reference:default', {})
+  assert split_decoding('reference:/a/b@top_k=1@temperature=0.5') == (
+      'reference:/a/b', {'top_k': 1, 'temperature': 0.5})
+  assert split_decoding('spacer:/run@learned_top_k=5') == ('spacer:/run',
+                                                           {'learned_top_k': 5})
+  with pytest.raises(ValueError, match='decoding override'):
+    split_decoding('reference:default@topk=1')
+  with pytest.raises(ValueError, match='not a int'):
+    split_decoding('reference:default@top_k=one')

@@ -167,6 +167,22 @@ def test_map_segments_pads_and_batches(two_lane_state):
     feat.map_segments(rg, jnp.zeros((2,)), 10)
 
 
+def test_map_is_kept_around_every_agent_not_only_the_sdc(two_lane_state):
+  # Objects at the current step (10): the SDC at x = 15, one car at x = 28 and one 150 m
+  # down the road. Even 12 segments (of 160) cover the road under each of them.
+  config = ReferenceConfig(num_map_segments=12)
+  n = two_lane_state.num_objects
+  build = fast_jit(functools.partial(models.build_reference_inputs, config=config))
+  inputs = build(two_lane_state, jnp.zeros((n, 5), jnp.int32), jnp.zeros((n, 6, 3)),
+                 jnp.ones((n, 5), bool))
+  seg_x = np.asarray(inputs.map_segments.xy)[np.asarray(inputs.map_segments.valid), 0]
+  for car_x in (15.0, 28.0, 150.0):
+    assert np.min(np.abs(seg_x - car_x)) < 5.0, (car_x, np.sort(seg_x))
+  xy, valid = models.map_anchors(two_lane_state)
+  np.testing.assert_allclose(np.asarray(xy)[:3, 0], [15.0, 28.0, 150.0], atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(valid)[:4], [True, True, True, False])
+
+
 def test_build_reference_inputs(two_lane_state):
   n = two_lane_state.num_objects
   ids = jnp.zeros((n, 5), jnp.int32)

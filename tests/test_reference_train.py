@@ -27,7 +27,7 @@ from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, save_vocabulary
 from spacer_jax.tokens.builder import primitive_vocabulary
 from spacer_jax.tokens.tokenize import tokenize
 from spacer_jax.tokens.vocabulary import DEFAULT_BOX_SIZES
-from spacer_jax.training import Checkpointer
+from spacer_jax.training import Checkpointer, runs
 
 K = 16
 GEN = GeneratorConfig(num_objects=16, num_roadgraph_points=4000)
@@ -67,6 +67,14 @@ def test_binary_learns_resumes_identically_and_exports(tmp_path, vocab_path):
     assert np.isfinite(final[key]), (key, final)
   assert 0 <= final['accuracy_top1'] <= final['accuracy_top5'] <= 1
   assert final['min_ade'] > 0
+  # The same command on the finished run: nothing changes, its figures come back.
+  files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in straight.rglob('*')
+           if p.is_file()}
+  assert train_reference.train_and_evaluate(_config(vocab_path), str(straight)) == final
+  assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in straight.rglob('*')
+          if p.is_file()} == files
+  with pytest.raises(runs.RunConfigMismatch, match=r'train\.lr'):
+    train_reference.train_and_evaluate(_config(vocab_path, lr=0.5), str(straight))
 
   # Killed after the checkpoint at step 4, then restarted: the same parameters.
   resumed = tmp_path / 'resumed'

@@ -16,9 +16,10 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import StateDynamics
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.tokens import builder, vocabulary
+from spacer_jax.tokens import tokenize as tokenize_lib
 from spacer_jax.tokens.tokenize import tokenize
 
-GEN = GeneratorConfig(num_objects=16, num_roadgraph_points=1000)
+GEN = GeneratorConfig(num_objects=16, num_roadgraph_points=1000, log_off_map=True)
 # Plain k-disk: at K = 16 a mirror-symmetric vocabulary has too few distinct turns to
 # track these logs; the symmetric build is tested at K = 24 below.
 SMALL = tokens.BuildConfig(num_tokens=16, max_segments=1000, max_candidates=100,
@@ -30,7 +31,9 @@ _detokenize = jax.jit(tokens.detokenize)
 
 @pytest.fixture(scope='module')
 def segments():
-  return tokens.extract_segments([generate_scenario(s, GEN) for s in range(3)], 2)
+  # 64 objects a scene: enough moving agents of every speed for 16-24 tokens to cover.
+  train = dataclasses.replace(GEN, num_objects=64)
+  return tokens.extract_segments([generate_scenario(s, train) for s in range(3)], 2)
 
 
 @pytest.fixture(scope='module')
@@ -276,6 +279,47 @@ def test_tokenize_round_trip_on_log(vocab, held_out):
   sums, counts = tokens.error_by_type(tok, types)
   assert int(counts.sum()) == valid.sum()
   np.testing.assert_allclose(float(sums.sum()), float(tok.error.sum()), rtol=1e-5)
+
+
+_tokenize_noised = jax.jit(tokenize, static_argnames=('start_step', 'noise_top_k'))
+
+
+def test_noised_tokenisation_drifts_and_targets_steer_back(vocab, held_out):
+  log, types = held_out.log_trajectory, held_out.object_metadata.object_types
+  exact = _tokenize(vocab, log, types)
+  np.testing.assert_array_equal(exact.target_ids, exact.token_ids)
+  # Probability 0: the same tokens as exact tokenisation, whatever the key.
+  same = _tokenize_noised(vocab, log, types, noise_rng=jax.random.key(3), noise_top_k=4,
+                          noise_prob=0.0)
+  np.testing.assert_array_equal(same.token_ids, exact.token_ids)
+  noised = _tokenize_noised(vocab, log, types, noise_rng=jax.random.key(3), noise_top_k=4,
+                            noise_prob=1.0)
+  valid = np.asarray(exact.valid)
+  np.testing.assert_array_equal(noised.valid, exact.valid)
+  ids, targets = np.asarray(noised.token_ids), np.asarray(noised.target_ids)
+  assert (ids != targets)[valid].mean() > 0.5  # Most tokens are not the nearest one.
+  # Every target is the nearest token from the drifted pose the noised sequence reached,
+  # and every noised token is among the 4 nearest from there.
+  type_index = tokens.agent_type_index(types)
+  length = log.length.max(-1)
+  width = log.width.max(-1)
+  corners = tokenize_lib.token_corners(vocab, type_index, length, width)
+  logged = jnp.stack([log.x, log.y, log.yaw], -1)
+  for n, prev in zip(*np.nonzero(valid[:, 1:])):
+    pos = prev + 1
+    if not valid[n, prev]:
+      continue  # Restarted from the log: nothing drifted yet.
+    start = noised.poses[n, pos]
+    target = logged[n, 2 * pos + 1:2 * pos + 3]
+    dist = np.asarray(tokenize_lib._token_distances(corners[n], start, target, length[n],
+                                                    width[n]))
+    assert targets[n, pos] == int(np.argmin(dist))
+    assert ids[n, pos] in np.argsort(dist)[:4]
+  # Exact tokenisation tracks the log closer than the drifting one.
+  assert float(noised.error[valid].mean()) > float(exact.error[valid].mean())
+  with pytest.raises(ValueError, match='noise_top_k'):
+    tokenize(vocab, log, types, noise_rng=jax.random.key(0), noise_top_k=99,
+             noise_prob=0.5)
 
 
 def _executed_trajectory(vocab, ids, start, types, length, width):

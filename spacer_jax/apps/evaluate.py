@@ -7,8 +7,10 @@ trained policies named by ``checkpoints`` (``spacer:DIR``, ``ppo:DIR``, ``hr_ppo
 
 - ``results/<policy>.json``: per policy, WOSAC realism under the 2025 and 2024 configs
   (feature likelihoods, buckets, meta-metric, minADE, collision / off-road / red-light
-  rates) and speed (parameters, closed-loop scenarios/s at one batch size). A finished
-  policy is not re-evaluated when the command runs again (delete the file to redo it).
+  rates, collision / off-road rates per agent type, the off-road rate without the
+  agents already off road in the log and their count) and speed (parameters,
+  closed-loop scenarios/s at one batch size). A finished policy is not re-evaluated
+  when the command runs again (delete the file to redo it).
 - ``planner_study.json``: the closed-loop planner study (IDM grid, Frenet family,
   learned egos) under each sim-agent mode, with rank correlations between modes.
 - ``report.md`` / ``report.json``: the tables; ``plots/``: metric bars per policy,
@@ -42,6 +44,7 @@ LEARNED_KINDS = ('spacer', 'ppo', 'hr_ppo')
 HISTOGRAM_FEATURES = {'linear_speed': 'm/s', 'linear_acceleration': 'm/s^2',
                       'distance_to_nearest_object': 'm', 'distance_to_road_edge': 'm',
                       'time_to_collision': 's'}
+_TYPES = tuple(realism_lib.AGENT_TYPES)
 
 
 @dataclasses.dataclass
@@ -98,26 +101,59 @@ def _label(spec: str, taken: set[str]) -> str:
   return label
 
 
+# Decoding overrides a spec may carry after '@' (``reference:default@top_k=1``).
+_DECODING = {'top_k': int, 'temperature': float, 'learned_top_k': int}
+
+
+def split_decoding(spec: str) -> tuple[str, dict[str, Any]]:
+  """``'reference:PATH@top_k=1@temperature=0.8'`` -> ``('reference:PATH', {...})``.
+
+  Raises:
+    ValueError: an override that is not ``key=value`` with a known key.
+  """
+  base, *parts = spec.split('@')
+  out: dict[str, Any] = {}
+  for part in parts:
+    key, eq, value = part.partition('=')
+    if not eq or key not in _DECODING:
+      raise ValueError(f'policy spec {spec!r}: decoding override {part!r} must be one of '
+                       f'{sorted(_DECODING)} as key=value, e.g. {base}@top_k=1')
+    try:
+      out[key] = _DECODING[key](value)
+    except ValueError as e:
+      raise ValueError(f'policy spec {spec!r}: {key}={value!r} is not a '
+                       f'{_DECODING[key].__name__}') from e
+  return base, out
+
+
 def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
                   ) -> list[PolicyEntry]:
-  """The baselines then ``checkpoints``, each as a :class:`PolicyEntry`."""
+  """The baselines then ``checkpoints``, each as a :class:`PolicyEntry`.
+
+  A spec may end in decoding overrides (``reference:default@top_k=1`` for greedy,
+  ``@temperature=0.8``, ``spacer:DIR@learned_top_k=5``); its label then carries them.
+  """
   from spacer_jax.eval.sim_agent_policies import default_env, load_policy
   env = default_env()
   vocab = _default_vocab(config)
   specs = [s for s in config.baselines.split(',') if s] + list(checkpoints)
   entries, taken = [], set()
-  for spec in specs:
+  for full_spec in specs:
+    spec, decoding = split_decoding(full_spec)
+    suffix = ''.join(f'@{k}={v}' for k, v in decoding.items())
     if spec == 'reference:default':
       from spacer_jax.models.default import get_or_train_default_reference
       spec = 'reference:' + get_or_train_default_reference(config.tokens.num_tokens)
-      label = 'reference'
+      label = 'reference' + suffix
     else:
-      label = _label(spec, taken)
+      label = _label(spec, taken) + suffix
     token_policy = spec.partition(':')[0] != spec
+    settings = dict(top_k=config.realism.top_k, temperature=config.realism.temperature,
+                    learned_top_k=config.realism.learned_top_k)
+    settings.update(decoding)
     policy, params = load_policy(
-        spec, env=env, vocab=None if token_policy else vocab, top_k=config.realism.top_k,
-        temperature=config.realism.temperature, max_steps=config.realism.num_steps,
-        learned_top_k=config.realism.learned_top_k)
+        spec, env=env, vocab=None if token_policy else vocab,
+        max_steps=config.realism.num_steps, **settings)
     taken.add(label)
     entries.append(PolicyEntry(label, spec, policy, params,
                                getattr(policy, 'vocab', None) or vocab))
@@ -331,6 +367,25 @@ def markdown_report(realism: dict[str, dict], speeds: list[dict], study: Optiona
             '|---|' + '---|' * len(feats)]
   for label, r in realism.items():
     lines.append(f'| {label} | ' + ' | '.join(_fmt(r['2025'][f]) for f in feats) + ' |')
+  lines += ['', '## Rates per agent type', '',
+            'Fractions of (rollout, evaluated agent) pairs with a collision / off-road '
+            'event, per type (mean over the scenes holding that type); "excl. log" leaves '
+            'out the agents already off road in the log (at the current step or a logged '
+            'future step), counted in "log off-road".', '',
+            '| policy | ' + ' | '.join(f'collision {t}' for t in _TYPES) + ' | '
+            + ' | '.join(f'off-road {t}' for t in _TYPES)
+            + ' | off-road excl. log | log off-road | evaluated (' + ' / '.join(_TYPES)
+            + ') |', '|---|' + '---|' * (2 * len(_TYPES) + 3)]
+  nan = math.nan
+  for label, r in realism.items():
+    r = r['2025']  # Rates do not depend on the config version.
+    # Results files written before these counts existed lack them.
+    count = lambda name, r=r: str(int(r[name])) if name in r else '-'
+    cells = ([_fmt(r.get(f'collision_rate_{t}', nan)) for t in _TYPES]
+             + [_fmt(r.get(f'offroad_rate_{t}', nan)) for t in _TYPES]
+             + [_fmt(r.get('offroad_rate_excl_log_offroad', nan)), count('num_log_offroad'),
+                ' / '.join(count(f'num_evaluated_{t}') for t in _TYPES)])
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   lines += ['', '## Speed and size (same batch, same device)', '',
             '| policy | parameters | scenarios/s | batch | speed-up vs reference | '
             'size reduction vs reference |', '|---|---|---|---|---|---|']
@@ -471,6 +526,9 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
     tqdm.write(f"  {entry.label}: meta {r['meta_metric']:.4f} | minADE {r['min_ade']:.3f} m | "
                f"collision {r['collision_rate']:.3f} | off-road {r['offroad_rate']:.3f} | "
                f"{done['speed']['scenarios_per_s']:.3g} scenarios/s")
+    if r.get('invalid_sim_steps'):
+      tqdm.write(f"  WARNING {entry.label}: {int(r['invalid_sim_steps'])} rollout steps drop "
+                 'an agent valid at the current step (WOSAC simulates all of them).')
 
   study = None
   study_path = os.path.join(workdir, 'planner_study.json')

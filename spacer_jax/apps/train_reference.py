@@ -16,7 +16,6 @@ checkpoint resumes exactly as if it had not stopped.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Optional
@@ -37,7 +36,7 @@ from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
-from spacer_jax.training import Checkpointer, MetricLogger
+from spacer_jax.training import Checkpointer, MetricLogger, runs
 
 PRINT_KEYS = ['loss', 'nll', 'accuracy_top1', 'accuracy_top5', 'tokens_per_s', 'lr']
 
@@ -158,13 +157,32 @@ def evaluate(config: ml_collections.ConfigDict, fns: dict, params: Any, eval_inp
   return result
 
 
+# Fields a resumed run may change: its time budget and how often it logs and saves.
+SAFE_TO_CHANGE = ('train.time_budget_s', 'train.stop_at', 'train.log_every',
+                  'train.eval_every', 'train.checkpoint_every')
+
+
+def _finished(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
+  """The final figures of a run that already ended (all steps, or its time budget)."""
+  latest = Checkpointer(os.path.join(workdir, 'checkpoints')).latest_step()
+  final = runs.finished_metrics(workdir, latest, 0)
+  if final is None or latest is None or int(final.get('step', -1)) != latest:
+    return None
+  budget = config.train.time_budget_s
+  out_of_time = bool(budget) and float(final.get('train_seconds', 0.0)) >= budget
+  return final if latest >= config.train.num_steps or out_of_time else None
+
+
 # --------------------------------------------------------------------------- loop
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains per ``config`` into ``workdir`` (resuming there); returns the last eval."""
   t_setup = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  runs.accept_config(workdir, config, SAFE_TO_CHANGE)  # Before anything is written.
+  done = _finished(config, workdir)
+  if done is not None:
+    print(f'{workdir} is finished (step {done.get("step")}); nothing to do. Raise '
+          '--config.train.time_budget_s to train on.', flush=True)
+    return done
   jit_options = {'xla_backend_optimization_level': 0} if config.train.fast_compile else None
   vocab, vocab_path = load_vocab(config)
   init_params = None
@@ -190,7 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_inputs = tokenise_all(eval_list, vocab, rcfg, chunk, jit_options)
   n_roll = min(config.eval.rollout_scenarios, len(eval_list))
   eval_states = stack_states(eval_list[:n_roll]) if n_roll else None
+  noised = config.train.noise_prob > 0 and not config.catk.enabled
   train_batch = stack_states(train_states) if config.catk.enabled else None
+  train_logs = (train_lib.log_batch(stack_states(train_states)) if noised else None)
   del train_states
   num_train = train_inputs.token_ids.shape[0]
 
@@ -207,8 +227,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         rcfg, optimizer, vocab, token_env, top_k=config.catk.top_k,
         label_smoothing=config.train.label_smoothing), donate_argnums=0)
   else:
-    step_fn = jit(train_lib.make_train_step(rcfg, optimizer, config.train.label_smoothing),
-                  donate_argnums=0)
+    step_fn = jit(train_lib.make_train_step(
+        rcfg, optimizer, config.train.label_smoothing, vocab=vocab,
+        noise_top_k=config.train.noise_top_k, noise_prob=config.train.noise_prob),
+        donate_argnums=0)
   fns = {
       'eval': jit(lambda p, x: train_lib.eval_step(rcfg, p, x)),
       'closed_loop': jit(lambda p, s, k: train_lib.closed_loop_metrics(
@@ -228,10 +250,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stop = min(total, config.train.stop_at or total)
   logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=total)
   tokens_per_step = config.train.batch_size * int(np.prod(train_inputs.token_ids.shape[1:]))
+  noise_note = (f' on noised tokens (top-{config.train.noise_top_k}, p '
+                f'{config.train.noise_prob})' if noised else '')
   print(f'reference {rcfg.hidden}x{rcfg.agent_layers} ({num_params} params, '
         f'{vocab.num_tokens} tokens), {num_train} train scenes x '
         f'{train_inputs.num_agents} agents, batch {config.train.batch_size}, '
-        f'{"CAT-K" if config.catk.enabled else "teacher forcing"}; setup '
+        f'{"CAT-K" if config.catk.enabled else "teacher forcing"}'
+        f'{noise_note}; setup '
         f'{time.perf_counter() - t_setup:.1f}s.', flush=True)
 
   schedule_lr = lambda s: float(_lr_at(config, s))
@@ -257,7 +282,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   while step < stop:
     index = batch_indices(step, num_train, config.train.batch_size, config.seed)
     batch = _take(train_batch if config.catk.enabled else train_inputs, index)
-    state, metrics = step_fn(state, batch)
+    if noised:
+      state, metrics = step_fn(state, batch, _take(train_logs, index))
+    else:
+      state, metrics = step_fn(state, batch)
     step += 1
     window_steps += 1
     if step % config.train.log_every == 0 or step == stop:
@@ -279,8 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_eval = run_eval(step)
     last_eval['train_seconds'] = time.perf_counter() - t_start
     last_eval['step'] = step
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump(last_eval, f, indent=2)
+    runs.write_final_metrics(workdir, last_eval)
   logger.close()
   ckpt.close()
   return last_eval

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Any, Optional
@@ -52,7 +51,7 @@ from spacer_jax.tokens import (
     get_or_build_default_vocabulary,
     load_vocabulary,
 )
-from spacer_jax.training import Checkpointer, MetricLogger
+from spacer_jax.training import Checkpointer, MetricLogger, runs
 
 PRINT_KEYS = ['agent_steps_per_s', 'goal_rate', 'collision_rate', 'offroad_rate', 'kl_ref',
               'entropy', 'return']
@@ -215,11 +214,14 @@ def load_or_init_reference(config: ml_collections.ConfigDict, selfplay: SelfPlay
                                     one.history.valid, config=rcfg)
     return RandomReference(rcfg, init_reference(rcfg, jax.random.PRNGKey(config.seed + 7),
                                                 inputs))
+  # Tiny configs chain on an empty cache: their default reference trains in seconds.
+  variant = 'tiny' if config.reference.size == 'tiny' else 'cpu'
   if not path and jax.process_count() > 1:
-    path = _trained_default_reference(selfplay.policy.num_tokens)
+    path = _trained_default_reference(selfplay.policy.num_tokens, variant)
   if not path:
     from spacer_jax.models.default import get_or_train_default_reference
-    path = get_or_train_default_reference(num_tokens=selfplay.policy.num_tokens)
+    path = get_or_train_default_reference(num_tokens=selfplay.policy.num_tokens,
+                                          variant=variant)
   reference = load_reference(path)
   if reference.config.num_tokens != selfplay.policy.num_tokens:
     raise ValueError(f'reference {path} predicts {reference.config.num_tokens} tokens but '
@@ -230,18 +232,27 @@ def load_or_init_reference(config: ml_collections.ConfigDict, selfplay: SelfPlay
   return reference
 
 
-def _trained_default_reference(num_tokens: int) -> str:
-  """The cached default reference; a multi-process run cannot train it (every process
-  would), so it must exist already."""
+def _trained_default_reference(num_tokens: int, variant: str = 'cpu') -> str:
+  """The packaged or cached default reference; a multi-process run cannot train it
+  (every process would), so it must exist already."""
   from spacer_jax.models.checkpoint import EXPORT_SUBDIR
-  from spacer_jax.models.default import default_reference_dir
-  workdir = default_reference_dir(num_tokens)
+  from spacer_jax.models.default import default_reference_dir, shipped_default_reference
+  shipped = shipped_default_reference(num_tokens) if variant == 'cpu' else None
+  if shipped is not None:
+    return shipped
+  workdir = default_reference_dir(num_tokens, variant)
   if not os.path.exists(os.path.join(workdir, 'final_metrics.json')):
     raise ValueError(f'reference.checkpoint is empty and the default reference '
                      f'({workdir}) is not trained yet; a multi-process run does not train '
                      'it: run the trainer once in a single process first, or pass '
                      '--reference_checkpoint.')
   return os.path.join(workdir, EXPORT_SUBDIR)
+
+
+# Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
+SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
+                  'train.log_every', 'train.eval_every', 'train.checkpoint_every',
+                  'train.video_every', 'mesh.num_devices')
 
 
 # --------------------------------------------------------------------------- loop
@@ -256,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh(config.mesh.num_devices)
   parallel.check_divisible(mesh, **{'env.num_worlds': config.env.num_worlds,
                                     'data.pool_size': config.data.pool_size})
-  os.makedirs(workdir, exist_ok=True)
+  runs.check_workdir(workdir)
   vocab, vocab_path = load_vocab(config)
   vocab_path = os.path.abspath(vocab_path)
   # config.json names the vocabulary file itself, so evaluating the run later loads the
@@ -264,9 +275,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.tokens.vocabulary = vocab_path
+  # Refused before anything is written: a resumed run must keep its config.
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    runs.accept_config(workdir, config, SAFE_TO_CHANGE)
+  steps_per_iter = config.train.steps_per_iteration
+  agent_steps_per_iter = (config.env.num_worlds * config.env.policy_steps
+                          * config.data.num_objects * steps_per_iter)
+  max_iters = config.train.max_iterations or int(
+      np.ceil(config.train.total_agent_steps / agent_steps_per_iter))
+  done = runs.finished_metrics(
+      workdir, Checkpointer(os.path.join(workdir, 'checkpoints')).latest_step(), max_iters)
+  if done is not None:
+    say(f'{workdir} is finished ({max_iters} of {max_iters} iterations); nothing to do. '
+        'Raise --config.train.max_iterations (or total_agent_steps) to train on.')
+    return done
   selfplay = make_selfplay(config, vocab)
   prepare = jax.jit(selfplay.prepare)
   prepare_sharded = jax.jit(selfplay.prepare, out_shardings=parallel.batch_sharding(mesh))
@@ -340,11 +362,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     iteration, agent_steps = int(meta['iteration']), float(meta['agent_steps'])
     say(f'resumed from {ckpt.directory} at iteration {iteration} '
         f'({agent_steps:.3g} agent-steps).')
-  steps_per_iter = config.train.steps_per_iteration
-  agent_steps_per_iter = (config.env.num_worlds * config.env.policy_steps
-                          * config.data.num_objects * steps_per_iter)
-  max_iters = config.train.max_iterations or int(
-      np.ceil(config.train.total_agent_steps / agent_steps_per_iter))
   logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=max_iters)
   say(f'{config.variant}: policy {num_params} params, {vocab.num_tokens} tokens, '
       f'{config.env.num_worlds} worlds x {config.data.num_objects} slots x '
@@ -388,8 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logger.close()
   ckpt.close()
   if is_main:
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump({k: float(v) for k, v in last.items()}, f, indent=2)
+    runs.write_final_metrics(workdir, {k: float(v) for k, v in last.items()})
   return last
 
 

@@ -71,8 +71,12 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class SpacerSynthetic(tfds.core.GeneratorBasedBuilder):
   """Procedurally generated WOMD-like scenarios as serialised WOMD tf.Examples."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  # The major version follows the generator's (GENERATOR_VERSION): TFDS keeps prepared
+  # data per version, so data from an older generator is never read as today's.
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '2.0.0': 'generator-v5: maps hold the whole log, stable tracks, parked '
+                            'cars.'}
   BUILDER_CONFIGS = [
       SyntheticConfig(name='default', description='1000/100/100 scenarios, 64 objects.'),
       SyntheticConfig(name='small', description='100/20/20 scenarios, 64 objects.',

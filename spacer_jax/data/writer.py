@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 import tqdm
 
-from spacer_jax.data.generator import GeneratorConfig
+from spacer_jax.data.generator import GENERATOR_VERSION, GeneratorConfig
 from spacer_jax.data.generator.parallel import generate_parallel
 from spacer_jax.data.stats import DatasetSummary
 from spacer_jax.data.womd import records, tf_example
@@ -122,6 +122,7 @@ class WriterConfig:
     """What defines the data (checked on resume); not out_dir or num_workers."""
     return {'split': self.split, 'num_scenarios': self.num_scenarios, 'seed': self.seed,
             'shard_size': self.shard_size, 'format': 'tf_example',
+            'generator_version': GENERATOR_VERSION,
             'generator': dataclasses.asdict(self.generator_config())}
 
 

@@ -6,11 +6,17 @@ of every scenario of a batch, jitted and vmapped, the way the official evaluator
 * **Who.** Simulated agents are the objects valid at the current step (index 10); they
   all take part in the interaction features. Evaluated agents are the SDC plus the
   ``tracks_to_predict`` (``ObjectMetadata.is_modeled``, set by both WOMD readers) among
-  them, at most ``RealismOptions.max_evaluated_objects``.
+  them, at most ``RealismOptions.max_evaluated_objects``. Objects not valid at the
+  current step are not in the rollouts: they are never partners (no collision,
+  nearest-object distance or TTC with them), in the log scene either.
 * **Trajectories.** Each rollout (and the log itself) becomes a 91-step scene: the
   logged history (steps 0-10, invalid entries read as 0 like WOMD's Scenario protos)
   followed by the 80 simulated steps, every simulated agent valid throughout (the log
-  scene keeps the logged validity), box sizes frozen at step 10.
+  scene keeps the logged validity), box sizes frozen at step 10. A WOSAC submission
+  holds every simulated agent at every step, so a rollout must too: entries where
+  ``rollouts.valid`` drops a simulated agent are still scored at the pose they hold
+  (as the official evaluator would score the exported submission) and counted in
+  ``invalid_sim_steps`` (0 for every policy of :mod:`sim_agent_policies`).
 * **Features** (:mod:`features`, :mod:`road_edge`, :mod:`red_light`) per evaluated agent and future
   step; **likelihoods** (:mod:`estimators`): per agent, the histogram of its 32 x 80
   simulated values scores each valid logged step; Bernoulli features score the logged
@@ -21,12 +27,16 @@ of every scenario of a batch, jitted and vmapped, the way the official evaluator
 * **Scores.** Bucket = weighted mean of its features; meta-metric = sum of weight x
   likelihood. ADE averages the 3D error over all logged-valid steps, history included;
   minADE is the minimum over rollouts of the mean over agents. Rates are fractions of
-  (rollout, agent) pairs with any event at a logged-valid step.
+  (rollout, agent) pairs with any event at a logged-valid step; collision and off-road
+  rates also per agent type (NaN for a scenario without that type), and the off-road
+  rate without the agents already off-road in the log (at the current step or at a
+  logged future step, e.g. pedestrians on sidewalks), whose count is reported.
 
 Shapes: ``log_state`` has batch shape ``(...)`` with ``log_trajectory`` ``(..., N, 91)``;
 ``rollouts`` is a :class:`Trajectory` ``(R, ..., N, 80)`` (the future, steps 11-90) or
 ``(R, ..., N, 91)`` (whole episodes; the history is replaced by the log). Only ``x, y,
-z, yaw`` of the rollouts are read. Every result field has shape ``(...)``.
+z, yaw`` of the rollouts are scored (``valid`` is only checked, see "Trajectories").
+Every result field has shape ``(...)``.
 
 Two jitted halves: :func:`compute_features` (all the geometry, vmapped over scenarios,
 ``lax.map`` over rollouts) and :func:`score_features` (estimators; cheap, so one feature
@@ -63,6 +73,9 @@ from spacer_jax.sim.datatypes import (
 from spacer_jax.sim.metrics.road_edges import RoadEdgeIndexConfig
 
 CURRENT_STEP = INIT_STEPS - 1  # index 10: sim agents are the objects valid here
+# Agent types with their own collision / off-road rates (RealismResult.*_rate_<type>).
+AGENT_TYPES = {'vehicle': ObjectType.VEHICLE, 'pedestrian': ObjectType.PEDESTRIAN,
+               'cyclist': ObjectType.CYCLIST}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +124,18 @@ class RealismResult:
     kinematic, interactive, map_based: bucket scores. meta_metric: the realism score.
     ade, min_ade: metres (average and minimum-over-rollouts ADE).
     collision_rate, offroad_rate, traffic_light_violation_rate: simulated event rates.
+    collision_rate_<type>, offroad_rate_<type> (vehicle, pedestrian, cyclist): the
+      rates over the evaluated agents of that type (NaN without any).
+    offroad_rate_excl_log_offroad: the off-road rate over evaluated agents that are on
+      the road in the log at the current step and at every logged future step.
+    num_log_offroad: int32 evaluated agents off-road in the log (excluded above).
     num_evaluated: int32 evaluated agents (0: every metric is NaN).
+    num_evaluated_<type>: int32 evaluated agents of each type.
     road_edge_unresolved: int32 road-edge queries left uncertified (should be 0).
     red_light_unchecked: int32 stop-line crossings not checked (should be 0).
+    invalid_sim_steps: int32 (rollout, simulated agent, future step) entries a rollout
+      marks invalid (should be 0: WOSAC simulates every agent valid at the current
+      step for all future steps).
   """
 
   linear_speed: jax.Array
@@ -135,9 +157,21 @@ class RealismResult:
   collision_rate: jax.Array
   offroad_rate: jax.Array
   traffic_light_violation_rate: jax.Array
+  collision_rate_vehicle: jax.Array
+  collision_rate_pedestrian: jax.Array
+  collision_rate_cyclist: jax.Array
+  offroad_rate_vehicle: jax.Array
+  offroad_rate_pedestrian: jax.Array
+  offroad_rate_cyclist: jax.Array
+  offroad_rate_excl_log_offroad: jax.Array
+  num_log_offroad: jax.Array
   num_evaluated: jax.Array
+  num_evaluated_vehicle: jax.Array
+  num_evaluated_pedestrian: jax.Array
+  num_evaluated_cyclist: jax.Array
   road_edge_unresolved: jax.Array
   red_light_unchecked: jax.Array
+  invalid_sim_steps: jax.Array
 
   def likelihoods(self) -> dict[str, jax.Array]:
     """``{feature name: likelihood}`` in the evaluator's order."""
@@ -165,10 +199,13 @@ class WosacFeatures:
     log_valid: ``(..., E, T)`` bool, the logged validity that decides what is scored.
     eval_ok: ``(..., E)`` bool, the slot holds an evaluated agent.
     object_index: ``(..., E)`` int32 object row of each slot.
+    object_type: ``(..., E)`` int32 :class:`ObjectType` of each slot.
     is_vehicle: ``(..., E)`` bool.
+    current_distance_to_road_edge: ``(..., E)`` metres, the logged box's signed distance
+      at the current step (positive: off road).
     has_road_edges: ``(...)`` bool (without, the map features are NaN).
-    num_evaluated, road_edge_unresolved, red_light_unchecked: ``(...)`` int32, see
-      :class:`RealismResult`.
+    num_evaluated, road_edge_unresolved, red_light_unchecked, invalid_sim_steps:
+      ``(...)`` int32, see :class:`RealismResult`.
   """
 
   linear_speed: jax.Array
@@ -183,11 +220,14 @@ class WosacFeatures:
   log_valid: jax.Array
   eval_ok: jax.Array
   object_index: jax.Array
+  object_type: jax.Array
   is_vehicle: jax.Array
+  current_distance_to_road_edge: jax.Array
   has_road_edges: jax.Array
   num_evaluated: jax.Array
   road_edge_unresolved: jax.Array
   red_light_unchecked: jax.Array
+  invalid_sim_steps: jax.Array
 
 
 _FIELDS = ('x', 'y', 'z', 'yaw', 'length', 'width', 'height')
@@ -207,6 +247,15 @@ def _scene(log: dict[str, jax.Array], log_valid: jax.Array, sim_agent: jax.Array
   return out, valid & sim_agent[:, None]
 
 
+def _road_query(box: dict[str, jax.Array]) -> jax.Array:
+  """Road-edge query points ``(..., 4, 3)`` of boxes with fields ``(...)``: the four
+  corners at the box's bottom (z - height / 2)."""
+  corners = geometry.box_corners(*(box[n] for n in ('x', 'y', 'length', 'width', 'yaw')))
+  bottom = (box['z'] - box['height'] / 2)[..., None, None]
+  return jnp.concatenate([corners, jnp.broadcast_to(bottom, corners.shape[:-1] + (1,))],
+                         -1)
+
+
 def _scene_features(scene, valid, eval_index, log, log_valid, edges):
   """Features of one scene but the red-light one, plus the road-edge index answers
   (both finished per scenario, where the costly fallbacks share one budget)."""
@@ -221,14 +270,10 @@ def _scene_features(scene, valid, eval_index, log, log_valid, edges):
   speed = features.planar_speed(scene['x'], scene['y'])[:, c:]
   out['time_to_collision'] = features.time_to_collision(*box, speed, valid[:, c:],
                                                         eval_index)
-  corners = geometry.box_corners(*(ev[n][:, c:] for n in ('x', 'y', 'length', 'width',
-                                                          'yaw')))  # (E, T, 4, 2)
-  bottom = (ev['z'] - ev['height'] / 2)[:, c:, None, None]
-  query = jnp.concatenate([corners, jnp.broadcast_to(bottom, corners.shape[:-1] + (1,))],
-                          -1)
+  query = _road_query({n: v[:, c:] for n, v in ev.items()})  # (E, T, 4, 3)
   dist, exact = road_edge.indexed_road_edge_distances(query.reshape(-1, 3), edges)
-  out.update(road_query=query, road_corners=dist.reshape(corners.shape[:-1]),
-             road_exact=exact.reshape(corners.shape[:-1]))
+  out.update(road_query=query, road_corners=dist.reshape(query.shape[:-1]),
+             road_exact=exact.reshape(query.shape[:-1]))
   err = jnp.sqrt(sum((ev[n] - log[n][eval_index]) ** 2 for n in ('x', 'y', 'z')))
   out['ade'] = estimators.masked_mean(err, log_valid[eval_index], axis=-1)
   return out
@@ -237,8 +282,10 @@ def _scene_features(scene, valid, eval_index, log, log_valid, edges):
 def _features_single(log: Trajectory, meta: ObjectMetadata, rg: RoadgraphPoints,
                      lights: TrafficLights, future: dict[str, jax.Array],
                      options: RealismOptions) -> WosacFeatures:
-  """One scenario; ``future`` fields ``(R, N, T_future)``."""
+  """One scenario; ``future`` fields ``(R, N, T_future)`` (x, y, z, yaw, valid)."""
   c = INIT_STEPS
+  # The WOSAC sim set: every object valid at the current step, simulated (and a
+  # partner of every evaluated agent) at all future steps; no other object exists.
   sim_agent = log.valid[:, CURRENT_STEP] & meta.is_valid
   evaluated = (meta.is_sdc | meta.is_modeled) & sim_agent
   e = options.max_evaluated_objects
@@ -250,7 +297,11 @@ def _features_single(log: Trajectory, meta: ObjectMetadata, rg: RoadgraphPoints,
   edges = road_edge.build_road_edge_segments(rg, options.road_edge_index)
   lines = red_light.build_stop_lines(rg, lights, c, options.max_lane_points)
 
-  # Scene 0 is the log (its own validity), scenes 1..R the rollouts (always valid).
+  # Scene 0 is the log (its own validity), scenes 1..R the rollouts: every sim agent
+  # valid at every step, whatever ``rollouts.valid`` says (dropped entries are counted).
+  future = dict(future)
+  rollout_valid = future.pop('valid')
+  invalid_sim_steps = jnp.sum(sim_agent[:, None] & ~rollout_valid, dtype=jnp.int32)
   r = future['x'].shape[0]
   scenes = {n: jnp.concatenate([log_f[n][None, :, c:], future[n]]) for n in future}
   scenes['valid'] = jnp.concatenate([log.valid[None, :, c:],
@@ -264,13 +315,24 @@ def _features_single(log: Trajectory, meta: ObjectMetadata, rg: RoadgraphPoints,
   log_valid = log.valid[eval_index, c:]
   valid = scenes['valid'][:, eval_index] & eval_ok[:, None]  # (S, E, T)
 
+  # The logged boxes at the current step (agents already off road when the rollouts
+  # start, e.g. pedestrians on sidewalks), queried with the scenes' corners.
+  now_query = _road_query({n: log_f[n][eval_index, CURRENT_STEP] for n in _FIELDS})
+  now_dist, now_exact = road_edge.indexed_road_edge_distances(now_query.reshape(-1, 3),
+                                                              edges)
+  now_ok = jnp.broadcast_to(eval_ok[:, None], now_query.shape[:-1]).reshape(-1)
+
   # Uncertified road-edge corners: one brute-force budget per scenario.
   road_exact = out.pop('road_exact')
   corner_valid = jnp.broadcast_to(valid[..., None], road_exact.shape)
   corners, unresolved = road_edge.refine_road_edge_distances(
-      out.pop('road_query').reshape(-1, 3), out.pop('road_corners').reshape(-1),
-      (~road_exact & corner_valid).reshape(-1), edges, options.road_edge_fallback)
-  road = jnp.max(corners.reshape(road_exact.shape), axis=-1)
+      jnp.concatenate([now_query.reshape(-1, 3), out.pop('road_query').reshape(-1, 3)]),
+      jnp.concatenate([now_dist, out.pop('road_corners').reshape(-1)]),
+      jnp.concatenate([~now_exact & now_ok, (~road_exact & corner_valid).reshape(-1)]),
+      edges, options.road_edge_fallback)
+  m = now_dist.shape[0]
+  current_road = jnp.max(corners[:m].reshape(now_query.shape[:-1]), axis=-1)
+  road = jnp.max(corners[m:].reshape(road_exact.shape), axis=-1)
   out['distance_to_road_edge'] = jnp.where(valid, road, -road_edge.FAR)
 
   # Red lights: nearest-lane lookups only for the rare stop-line crossings.
@@ -281,12 +343,14 @@ def _features_single(log: Trajectory, meta: ObjectMetadata, rg: RoadgraphPoints,
       xy.reshape(-1, xy.shape[2], 2), valid.reshape(-1, valid.shape[-1]), lines,
       options.red_light_checks)
   out['traffic_light_violation'] = red.reshape(valid.shape)
+  types = meta.object_types[eval_index].astype(jnp.int32)
   return WosacFeatures(
       log_valid=log_valid, eval_ok=eval_ok, object_index=eval_index.astype(jnp.int32),
-      is_vehicle=meta.object_types[eval_index] == ObjectType.VEHICLE,
+      object_type=types, is_vehicle=types == ObjectType.VEHICLE,
+      current_distance_to_road_edge=jnp.where(eval_ok, current_road, -road_edge.FAR),
       has_road_edges=edges.num_segments > 0,
       num_evaluated=jnp.sum(evaluated, dtype=jnp.int32), road_edge_unresolved=unresolved,
-      red_light_unchecked=unchecked, **out)
+      red_light_unchecked=unchecked, invalid_sim_steps=invalid_sim_steps, **out)
 
 
 def _score_single(f: WosacFeatures, config: WosacConfig) -> RealismResult:
@@ -325,15 +389,29 @@ def _score_single(f: WosacFeatures, config: WosacConfig) -> RealismResult:
   pair_ok = jnp.broadcast_to(eval_ok, f.ade[1:].shape)
   out['ade'] = estimators.masked_mean(f.ade[1:], pair_ok)
   out['min_ade'] = jnp.min(estimators.masked_mean(f.ade[1:], pair_ok, axis=-1))
-  out['collision_rate'] = estimators.masked_mean(flags['collision_indication'][1:],
-                                                 pair_ok)
-  out['offroad_rate'] = estimators.masked_mean(flags['offroad_indication'][1:], pair_ok)
+  collided, offroad = flags['collision_indication'], flags['offroad_indication']
+  out['collision_rate'] = estimators.masked_mean(collided[1:], pair_ok)
+  out['offroad_rate'] = estimators.masked_mean(offroad[1:], pair_ok)
   # The evaluator's rate counts every evaluated agent, vehicles or not.
   out['traffic_light_violation_rate'] = estimators.masked_mean(
       jnp.any(f.traffic_light_violation[1:] & log_valid, axis=-1), pair_ok)
+  counts = {}
+  for name, object_type in AGENT_TYPES.items():
+    of_type = pair_ok & (f.object_type == object_type)
+    out[f'collision_rate_{name}'] = estimators.masked_mean(collided[1:], of_type)
+    out[f'offroad_rate_{name}'] = estimators.masked_mean(offroad[1:], of_type)
+    counts[f'num_evaluated_{name}'] = jnp.sum(eval_ok & (f.object_type == object_type),
+                                              dtype=jnp.int32)
+  # Off road in the log already: a policy that reproduces the log is "off road" too,
+  # so these agents say nothing about a policy leaving the road.
+  log_offroad = eval_ok & (offroad[0] | (f.current_distance_to_road_edge > 0))
+  out['offroad_rate_excl_log_offroad'] = estimators.masked_mean(offroad[1:],
+                                                                pair_ok & ~log_offroad)
   return RealismResult(num_evaluated=f.num_evaluated,
+                       num_log_offroad=jnp.sum(log_offroad, dtype=jnp.int32),
                        road_edge_unresolved=f.road_edge_unresolved,
-                       red_light_unchecked=f.red_light_unchecked, **out)
+                       red_light_unchecked=f.red_light_unchecked,
+                       invalid_sim_steps=f.invalid_sim_steps, **counts, **out)
 
 
 def _batched(fn, batch_ndim: int):
@@ -388,8 +466,9 @@ def compute_features(log_state: SimulatorState, rollouts: Trajectory,
           f'is_modeled), more than RealismOptions.max_evaluated_objects='
           f'{options.max_evaluated_objects}.')
   future = {}
-  for name in ('x', 'y', 'z', 'yaw'):
-    v = jnp.asarray(getattr(rollouts, name), jnp.float32)[..., -t_future:]
+  for name in ('x', 'y', 'z', 'yaw', 'valid'):
+    dtype = bool if name == 'valid' else jnp.float32
+    v = jnp.asarray(getattr(rollouts, name), dtype)[..., -t_future:]
     future[name] = jnp.moveaxis(v, 0, len(batch))  # (..., R, N, Tf)
   return _features_jit(log, meta, log_state.roadgraph_points, log_state.log_traffic_light,
                        future, options=options)
@@ -410,7 +489,8 @@ def compute_realism(log_state: SimulatorState, rollouts: Trajectory,
     log_state: batch shape ``(...)``; reads ``log_trajectory`` ``(..., N, T)`` (T = 91
       in WOMD), ``object_metadata``, ``roadgraph_points`` and ``log_traffic_light``.
     rollouts: :class:`Trajectory` ``(R, ..., N, T - 11)`` (simulated future) or
-      ``(R, ..., N, T)``; only ``x, y, z, yaw`` are read.
+      ``(R, ..., N, T)``; ``x, y, z, yaw`` are scored, ``valid`` only counted
+      (``RealismResult.invalid_sim_steps``).
     config: ``'2025'`` (default), ``'2024'`` or a :class:`WosacConfig`.
     options: static sizes, see :class:`RealismOptions`.
 
@@ -425,23 +505,35 @@ def compute_realism(log_state: SimulatorState, rollouts: Trajectory,
   return score_features(compute_features(log_state, rollouts, options), config)
 
 
+# Counters, summed over scenarios by :func:`aggregate`.
+_SUMMED = ('num_evaluated', 'num_log_offroad', 'road_edge_unresolved', 'red_light_unchecked',
+           'invalid_sim_steps') + tuple(f'num_evaluated_{t}' for t in AGENT_TYPES)
+# Rates over a subset of the evaluated agents, NaN in scenarios without any: averaged
+# over the scenarios that have some.
+_SUBSET_RATES = ('offroad_rate_excl_log_offroad',) + tuple(
+    f'{rate}_{t}' for rate in ('collision_rate', 'offroad_rate') for t in AGENT_TYPES)
+
+
 def aggregate(results: RealismResult | Sequence[RealismResult]) -> RealismResult:
   """Dataset-level metrics: the mean over scenarios (all leading dims, and over the
   list when given a sequence), skipping scenarios without evaluated agents.
 
-  ``num_evaluated`` and the diagnostic counters are summed instead.
+  ``num_*`` counts and the diagnostic counters are summed instead; the per-type rates
+  and ``offroad_rate_excl_log_offroad`` average the scenarios that have such agents.
   """
   if not isinstance(results, RealismResult):
     results = jax.tree_util.tree_map(
         lambda *v: np.concatenate([np.asarray(x).reshape(-1) for x in v]), *results)
   flat = jax.tree_util.tree_map(lambda v: np.asarray(v).reshape(-1), results)
   keep = flat.num_evaluated > 0
-  summed = ('num_evaluated', 'road_edge_unresolved', 'red_light_unchecked')
   out = {}
   for f in dataclasses.fields(flat):
     v = getattr(flat, f.name)
-    if f.name in summed:
+    if f.name in _SUMMED:
       out[f.name] = np.asarray(v.sum(), np.int32)
-    else:
-      out[f.name] = np.asarray(v[keep].mean() if keep.any() else np.nan, np.float32)
+      continue
+    v = v[keep]
+    if f.name in _SUBSET_RATES:
+      v = v[~np.isnan(v)]
+    out[f.name] = np.asarray(v.mean() if v.size else np.nan, np.float32)
   return RealismResult(**out)

@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from spacer_jax.eval.sim_agents import Motion, SimAgentPolicy
@@ -66,26 +69,50 @@ def default_env() -> MultiAgentEnvironment:
 # --------------------------------------------------------------------------- scripted
 @dataclasses.dataclass(frozen=True)
 class LogReplayPolicy(SimAgentPolicy):
-  """The log: logged poses / velocities of the next ``S`` steps, validity per sub-step
-  (so the simulation reproduces the log exactly for objects valid at the current step).
+  """The log: logged poses / velocities of the next ``S`` steps, and every object valid
+  at the boundary stays valid.
+
+  WOSAC simulates every object valid at the current step for all 80 future steps, so
+  an object whose log ends (or has a gap) must keep moving. Where the log is invalid
+  at a sub-step the object continues at constant velocity from its last pose (its last
+  logged velocity, heading kept), and it rejoins the log where the log resumes. This
+  is the Waymo tutorial's extrapolation applied from the last logged state: leavers
+  keep driving out of the scene (followers are not blocked by a parked ghost) and
+  stopped objects stay put. The official ``scenario_to_joint_scene`` instead copies
+  the invalid states (zeros in Scenario protos), which park every ended object at the
+  frame origin: far from WOMD's maps, inside generated ones. Where the log is valid
+  the simulation reproduces it exactly.
 
   Attributes:
     steps_per_token: S (must match the runner's vocabulary).
+    dt: simulator step of the extrapolation, seconds.
   """
 
   name: ClassVar[str] = 'log_replay'
   steps_per_token: int = 2
+  dt: float = TIMESTEP_SECONDS
 
   def check(self, env, vocab, num_steps):
     _check_steps(self, self.steps_per_token, vocab)
 
   def propose(self, params, carry, state, rng):
     del params, carry, rng
-    future = slice_time(state.log_trajectory, state.timestep + 1,
-                        self.steps_per_token)
-    return Motion(poses=jnp.stack([future.x, future.y, future.yaw], -1),
-                  velocities=jnp.stack([future.vel_x, future.vel_y], -1),
-                  valid=future.valid)
+    log = slice_time(state.log_trajectory, state.timestep + 1, self.steps_per_token)
+    cur = state.current_sim_trajectory
+    x, y, yaw, vx, vy = (getattr(cur, n)[..., 0] for n in ('x', 'y', 'yaw', 'vel_x',
+                                                          'vel_y'))
+    poses, velocities = [], []
+    for k in range(self.steps_per_token):  # S is small (2): unrolled
+      ok = log.valid[..., k]
+      lx, ly, lyaw, lvx, lvy = (getattr(log, n)[..., k] for n in ('x', 'y', 'yaw', 'vel_x',
+                                                                  'vel_y'))
+      # Extrapolate with the previous sub-step's velocity, then take the log if valid.
+      x, y = jnp.where(ok, lx, x + vx * self.dt), jnp.where(ok, ly, y + vy * self.dt)
+      yaw, vx, vy = jnp.where(ok, lyaw, yaw), jnp.where(ok, lvx, vx), jnp.where(ok, lvy, vy)
+      poses.append(jnp.stack([x, y, yaw], -1))
+      velocities.append(jnp.stack([vx, vy], -1))
+    return Motion(poses=jnp.stack(poses, -2), velocities=jnp.stack(velocities, -2),
+                  valid=cur.valid[..., 0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +200,7 @@ class ReferenceCarry:
   position: jax.Array
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class ReferencePolicy(SimAgentPolicy):
   """Autoregressive sampling from the tokenized reference model.
 
@@ -195,6 +222,12 @@ class ReferencePolicy(SimAgentPolicy):
     temperature: divides the log-probabilities before sampling (> 0).
     max_steps: decision steps the decode cache holds (the runner checks
       ``num_steps <= max_steps``; decoding is identical for any ``max_steps``).
+
+  Equality and hash (the policy is a static argument of compiled runners and the key
+  of their caches) cover everything the compiled program depends on: the model config,
+  the sampling settings, the vocabularies' contents (their arrays are baked into the
+  program as constants) and the token environment's wrapped environment. The model's
+  parameters are not part of the policy: every runner takes them as an argument.
   """
 
   name: ClassVar[str] = 'reference'
@@ -216,6 +249,22 @@ class ReferencePolicy(SimAgentPolicy):
       raise ValueError(f'ReferencePolicy: the vocabulary has {self.vocab.num_tokens} '
                        f'tokens, the model predicts {self.config.num_tokens} and the token '
                        f'environment executes {self.token_env.vocab.num_tokens}.')
+
+  @functools.cached_property
+  def _key(self) -> tuple:
+    # Cached: jit hashes its static arguments on every call, and digesting the
+    # vocabularies reads them back from the device.
+    return (self.config, vocabulary_key(self.vocab), self.token_env.env,
+            vocabulary_key(self.token_env.vocab), self.top_k, self.temperature,
+            self.max_steps)
+
+  def __eq__(self, other):
+    if other.__class__ is not self.__class__:
+      return NotImplemented
+    return self._key == other._key
+
+  def __hash__(self):
+    return hash(self._key)
 
   @property
   def history_tokens(self) -> int:
@@ -287,6 +336,22 @@ class ReferencePolicy(SimAgentPolicy):
     log_probs, dec = decode_step(self.config, params, carry.decode, carry.position, ids,
                                  start, _pose(after), valid)
     return ReferenceCarry(decode=dec, log_probs=log_probs, position=carry.position + 1)
+
+
+def vocabulary_key(vocab: TokenVocabulary) -> tuple:
+  """A hashable key of ``vocab`` for static-argument equality: its static sizes and a
+  SHA-256 digest of its arrays, so vocabularies with the same contents share compiled
+  programs and different ones never do. Vocabularies of traced arrays (a policy built
+  inside a trace) fall back to identity."""
+  arrays = (vocab.poses, vocab.corners, vocab.box_sizes)
+  if any(isinstance(a, jax.core.Tracer) for a in arrays):
+    return (vocab.num_tokens, vocab.steps_per_token, id(vocab))
+  digest = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(np.asarray(a))
+    digest.update(f'{a.dtype}{a.shape}'.encode())
+    digest.update(a.tobytes())
+  return (vocab.num_tokens, vocab.steps_per_token, digest.hexdigest())
 
 
 def _dummy_reference_inputs(config: ReferenceConfig):
@@ -424,10 +489,10 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
   Specs: ``log_replay``, ``constant_velocity``, ``idm`` (no parameters; S from
   ``vocab``, default 2); ``reference:PATH`` (a reference artifact or ``train_reference``
   workdir, via ``load_reference``; vocabulary from the artifact unless ``vocab`` is
-  given); ``spacer:WORKDIR``, ``ppo:WORKDIR``, ``hr_ppo:WORKDIR`` (a ``train_spacer``
-  workdir: its ``config.json`` and newest checkpoint; vocabulary from the config
-  unless ``vocab`` is given). Token policies expose their vocabulary as
-  ``policy.vocab``: pass it to the runner.
+  given; ``reference:default`` is the packaged default reference); ``spacer:WORKDIR``,
+  ``ppo:WORKDIR``, ``hr_ppo:WORKDIR`` (a ``train_spacer`` workdir: its ``config.json``
+  and newest checkpoint; vocabulary from the config unless ``vocab`` is given). Token
+  policies expose their vocabulary as ``policy.vocab``: pass it to the runner.
 
   Args:
     spec: as above.
@@ -464,6 +529,9 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
   if not os.path.exists(path):
     raise FileNotFoundError(f'policy spec {spec!r}: {path!r} does not exist.')
   if kind == 'reference':
+    if path == 'default':  # The packaged default reference (trained if it is stale).
+      from spacer_jax.models.default import get_or_train_default_reference
+      path = get_or_train_default_reference(200 if vocab is None else vocab.num_tokens)
     return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps)
   return _load_learned_policy(kind, path, vocab, greedy, goals, learned_top_k)
 
@@ -538,4 +606,4 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
 
 __all__ = ['GOAL_MODES', 'ConstantVelocityPolicy', 'IDMPolicy', 'LearnedCarry',
            'LearnedPolicy', 'LogReplayPolicy', 'ReferenceCarry', 'ReferencePolicy',
-           'default_env', 'example_observation', 'load_policy']
+           'default_env', 'example_observation', 'load_policy', 'vocabulary_key']

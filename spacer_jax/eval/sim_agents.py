@@ -108,13 +108,20 @@ class Motion:
                        f'or {(*batch, num_objects, steps)}.')
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class SimAgentPolicy(abc.ABC):
   """A policy that moves every object one decision step at a time.
 
   Frozen configuration only; every method is a pure, jittable function of its
-  arguments (the policy object is a static argument of the compiled runner, so it must
-  be hashable: policies holding arrays compare by identity).
+  arguments. The policy object is a static argument of the compiled runners and a key
+  of :func:`realism_rollouts`' cache, so equal policies share one compiled program:
+  equality and hash must cover every setting the program depends on. Subclasses are
+  frozen dataclasses with the generated field-wise ``__eq__`` / ``__hash__``; fields
+  that cannot hash (arrays) need their own (:class:`ReferencePolicy` digests its
+  vocabularies). This base class itself compares by identity (``eq=False``), so a
+  subclass that opts out of equality is recompiled per object rather than silently
+  sharing another configuration's program. Parameters are never part of a policy:
+  the runners take them as arguments.
 
   Attributes:
     name: a short label (class attribute).
@@ -354,6 +361,11 @@ def realism_rollouts(policy: SimAgentPolicy, params: Any, state: SimulatorState,
   (``spacer_jax.parallel.make_mesh``) the rollouts are split over its devices (each
   runs ``num_rollouts / devices`` of them on every scene); the result is the same as
   on one device, since a rollout depends only on its own key.
+
+  WOSAC simulates every object valid at the current step for the whole future, so
+  ``env`` should control all of them (``ControlledObjects.VALID``, the default): an
+  object it leaves to the log drops out where its log ends, which
+  ``compute_realism`` counts in ``RealismResult.invalid_sim_steps``.
 
   Args:
     policy, params, state, env, vocab, num_steps, ego, ego_params: as for

@@ -32,7 +32,7 @@ from spacer_jax.models.reference import (
     empty_cache,
     position_valid,
 )
-from spacer_jax.sim.datatypes import SimulatorState
+from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import agent_type_index
 
 ModelLike = Union[ReferenceModel, ReferenceConfig]
@@ -138,15 +138,35 @@ def scene_center(state: SimulatorState) -> jax.Array:
   return jnp.sum(xy * weights[..., None], axis=-2) / jnp.maximum(total, 1.0)
 
 
+def map_anchors(state: SimulatorState) -> tuple[jax.Array, jax.Array]:
+  """Where the map must be kept: every object's logged position at the current step.
+
+  The current step is WOSAC's (``INIT_STEPS - 1``, the last step a policy is given),
+  clipped to the log's length; it does not depend on ``state.timestep``, so the
+  teacher-forced pass, the rollout and SPACER's anchor pass select the same segments.
+
+  Returns:
+    ``(xy (..., N, 2), valid (..., N))``, metres.
+  """
+  log = state.log_trajectory
+  step = min(INIT_STEPS - 1, log.num_timesteps - 1)
+  xy = jnp.stack([log.x[..., step], log.y[..., step]], axis=-1)
+  valid = log.valid[..., step] & state.object_metadata.is_valid
+  return xy, valid
+
+
 def build_reference_inputs(state: SimulatorState, token_ids: jax.Array,
                            token_poses: jax.Array, token_valid: jax.Array, *,
                            config: ReferenceConfig = ReferenceConfig(),
                            center_xy: Optional[jax.Array] = None) -> ReferenceInputs:
   """Assembles ``ReferenceInputs`` from a simulator state and a token history.
 
-  Jittable. Map segments come from ``state.roadgraph_points`` (``config``'s
-  ``num_map_segments`` nearest to ``center_xy``, default ``scene_center(state)``); agent
-  type index, size and validity from the state's metadata and log.
+  Jittable. Map segments come from ``state.roadgraph_points``: ``config``'s
+  ``num_map_segments`` nearest to any object valid at the current step
+  (:func:`map_anchors`), or to ``center_xy`` when given; with ``num_map_segments`` at
+  least the roadgraph's segment count (the recipes' setting) the whole map is kept, so
+  every agent attends to the map around its own pose wherever it drives. Agent type
+  index, size and validity come from the state's metadata and log.
 
   Args:
     state: ``SimulatorState`` with batch shape ``(...)`` and N objects.
@@ -154,7 +174,7 @@ def build_reference_inputs(state: SimulatorState, token_ids: jax.Array,
     token_poses: ``(..., N, L + 1, 3)`` (``Tokenized.poses``).
     token_valid: ``(..., N, L)`` bool.
     config: supplies ``num_map_segments`` and ``segment_step``.
-    center_xy: optional ``(..., 2)`` map centre, metres.
+    center_xy: optional ``(..., 2)`` map centre, metres (instead of the anchors).
   """
   batch, n = state.shape, state.num_objects
   if token_ids.ndim != len(batch) + 2 or token_ids.shape[:-1] != (*batch, n):
@@ -167,9 +187,13 @@ def build_reference_inputs(state: SimulatorState, token_ids: jax.Array,
   if token_valid.shape != token_ids.shape:
     raise ValueError(f'token_valid has shape {token_valid.shape}, expected '
                      f'{token_ids.shape} like token_ids')
-  center = scene_center(state) if center_xy is None else jnp.asarray(center_xy)
-  segments = feat.map_segments(state.roadgraph_points, center, config.num_map_segments,
-                               config.segment_step)
+  if center_xy is None:
+    anchor_xy, anchor_valid = map_anchors(state)
+  else:
+    anchor_xy = jnp.asarray(center_xy)[..., None, :]
+    anchor_valid = jnp.ones(anchor_xy.shape[:-1], bool)
+  segments = feat.map_segments(state.roadgraph_points, anchor_xy, config.num_map_segments,
+                               config.segment_step, anchor_valid)
   meta, log = state.object_metadata, state.log_trajectory
   size = jnp.stack([jnp.max(jnp.where(log.valid, log.length, 0.0), axis=-1),
                     jnp.max(jnp.where(log.valid, log.width, 0.0), axis=-1)], axis=-1)

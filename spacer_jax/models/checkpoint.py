@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from spacer_jax.models.config import ReferenceConfig
@@ -38,16 +40,42 @@ class LoadedReference:
 
 
 def save_reference(directory: str, config: ReferenceConfig, params: Any,
-                   vocabulary_path: str, metadata: dict | None = None) -> str:
-  """Writes the artifact atomically into ``directory`` (replacing an older export)."""
+                   vocabulary_path: str, metadata: dict | None = None, *,
+                   relative_vocabulary: bool = False) -> str:
+  """Writes the artifact atomically into ``directory`` (replacing an older export).
+
+  ``relative_vocabulary`` stores the vocabulary path relative to ``directory`` so the
+  artifact and its vocabulary can move together (the packaged default reference).
+  """
   meta = dict(metadata or {})
+  vocabulary = os.path.abspath(vocabulary_path)
+  if relative_vocabulary:
+    vocabulary = os.path.relpath(vocabulary, os.path.abspath(directory))
   meta.update(format=FORMAT, reference_config=dataclasses.asdict(config),
-              vocabulary=os.path.abspath(vocabulary_path))
+              vocabulary=vocabulary)
   step = int(meta.get('step', 0))
-  ckpt = Checkpointer(directory, max_to_keep=1)
-  ckpt.save(step, {'params': params}, meta)
-  ckpt.close()
-  return os.path.abspath(directory)
+  # Written beside the target and swapped in whole: re-exporting the same step (a run
+  # resumed after its export but before finishing) replaces it instead of failing, and
+  # a reader never sees a half-written export.
+  directory = os.path.abspath(directory)
+  parent = os.path.dirname(directory)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix='.export_')
+  try:
+    ckpt = Checkpointer(staging, max_to_keep=1)
+    ckpt.save(step, {'params': params}, meta)
+    ckpt.close()
+    if os.path.exists(directory):
+      old = tempfile.mkdtemp(dir=parent, prefix='.old_export_')
+      os.rename(directory, os.path.join(old, 'export'))
+      os.rename(staging, directory)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(staging, directory)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return directory
 
 
 def _export_dir(path: str) -> str:
@@ -75,8 +103,11 @@ def load_reference(path: str) -> LoadedReference:
   fields = {f.name for f in dataclasses.fields(ReferenceConfig)}
   config = ReferenceConfig(**{k: v for k, v in meta['reference_config'].items()
                               if k in fields})
+  vocabulary = meta['vocabulary']
+  if not os.path.isabs(vocabulary):  # Stored relative to the artifact (it was moved).
+    vocabulary = os.path.normpath(os.path.join(directory, vocabulary))
   return LoadedReference(config=config, params=state['params'],
-                         vocabulary_path=meta['vocabulary'], metadata=meta)
+                         vocabulary_path=vocabulary, metadata=meta)
 
 
 __all__ = ['FORMAT', 'LoadedReference', 'load_reference', 'save_reference']

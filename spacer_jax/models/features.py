@@ -98,8 +98,8 @@ class MapSegments:
     return self.valid.shape[-1]
 
 
-def _segments_unbatched(rg: RoadgraphPoints, center_xy: jax.Array, num_segments: int,
-                        segment_step: int) -> MapSegments:
+def _segments_unbatched(rg: RoadgraphPoints, anchor_xy: jax.Array, anchor_valid: jax.Array,
+                        num_segments: int, segment_step: int) -> MapSegments:
   num_points = rg.x.shape[-1]
   idx = jnp.arange(num_points)
   valid = rg.valid
@@ -122,8 +122,13 @@ def _segments_unbatched(rg: RoadgraphPoints, center_xy: jax.Array, num_segments:
   pidx = jnp.minimum(raw, num_points - 1)
   pvalid = (raw < num_points) & valid[pidx] & (run_id[pidx] == run_id[:, None])
   pvalid = pvalid & is_start[:, None]
-  center_dist = jnp.sum((xy - center_xy) ** 2, axis=-1)
-  seg_dist = jnp.min(jnp.where(pvalid, center_dist[pidx], jnp.inf), axis=-1)
+  # Squared distance of every point to its nearest anchor (A is small: the scene's
+  # agents), then of every segment's nearest point.
+  d2 = jnp.sum((xy[:, None, :] - anchor_xy[None, :, :]) ** 2, axis=-1)   # (P, A)
+  anchor_dist = jnp.min(jnp.where(anchor_valid[None, :], d2, jnp.inf), axis=-1)
+  # No valid anchor: fall back to the origin so the ranking is still defined.
+  anchor_dist = jnp.where(jnp.any(anchor_valid), anchor_dist, jnp.sum(xy**2, axis=-1))
+  seg_dist = jnp.min(jnp.where(pvalid, anchor_dist[pidx], jnp.inf), axis=-1)
 
   k = min(num_segments, num_points)
   nearest, sel = geometry.smallest_k(seg_dist, k)
@@ -164,32 +169,46 @@ def _segments_unbatched(rg: RoadgraphPoints, center_xy: jax.Array, num_segments:
   )
 
 
-def map_segments(roadgraph: RoadgraphPoints, center_xy: jax.Array, num_segments: int,
-                 segment_step: int = 10) -> MapSegments:
+def map_segments(roadgraph: RoadgraphPoints, anchor_xy: jax.Array, num_segments: int,
+                 segment_step: int = 10, anchor_valid: jax.Array | None = None
+                 ) -> MapSegments:
   """Chops roadgraph polylines into segments and keeps the ``num_segments`` nearest.
 
   A polyline (consecutive valid points with the same ``ids``) is cut every
   ``segment_step`` points (5 m at WOMD's 0.5 m spacing); consecutive segments share their
-  end point. Segments are ranked by the distance of their nearest point to
-  ``center_xy``; slots beyond the available segments are invalid.
+  end point. Segments are ranked by the distance of their nearest point to the nearest
+  valid anchor (the scene's agents, so that every agent has the map around it, not only
+  the SDC); slots beyond the available segments are invalid. With ``num_segments`` at
+  least the number of segments in the roadgraph the whole map is kept.
 
   Args:
     roadgraph: ``RoadgraphPoints`` with batch shape ``(...)``, points in polyline order.
-    center_xy: ``(..., 2)`` scene centre, metres.
+    anchor_xy: ``(..., A, 2)`` anchor positions, metres, or ``(..., 2)`` for one centre.
     num_segments: M.
     segment_step: points from a segment's first to its last point.
+    anchor_valid: ``(..., A)`` bool, which anchors count (default all).
 
   Returns:
     ``MapSegments`` with shape ``(..., M)``.
   """
   batch = roadgraph.x.shape[:-1]
-  if center_xy.shape != (*batch, 2):
-    raise ValueError(f'center_xy has shape {center_xy.shape}, expected {(*batch, 2)} '
-                     f'to match the roadgraph batch shape {batch}')
+  anchor_xy = jnp.asarray(anchor_xy, jnp.float32)
+  if anchor_xy.shape == (*batch, 2):
+    anchor_xy = anchor_xy[..., None, :]
+  if anchor_xy.ndim != len(batch) + 2 or anchor_xy.shape[:-2] != batch or (
+      anchor_xy.shape[-1] != 2):
+    raise ValueError(f'anchor_xy (center_xy) has shape {anchor_xy.shape}, expected '
+                     f'{(*batch, 2)} or {(*batch, "A", 2)} to match the roadgraph batch '
+                     f'shape {batch}')
+  if anchor_valid is None:
+    anchor_valid = jnp.ones(anchor_xy.shape[:-1], bool)
+  if tuple(anchor_valid.shape) != anchor_xy.shape[:-1]:
+    raise ValueError(f'anchor_valid has shape {anchor_valid.shape}, expected '
+                     f'{anchor_xy.shape[:-1]} like anchor_xy without its last axis')
   if segment_step < 1 or num_segments < 1:
     raise ValueError(f'segment_step ({segment_step}) and num_segments ({num_segments}) '
                      f'must be >= 1')
-  fn = lambda rg, c: _segments_unbatched(rg, c, num_segments, segment_step)
+  fn = lambda rg, a, ok: _segments_unbatched(rg, a, ok, num_segments, segment_step)
   for _ in batch:
     fn = jax.vmap(fn)
-  return fn(roadgraph, center_xy.astype(jnp.float32))
+  return fn(roadgraph, anchor_xy, jnp.asarray(anchor_valid, bool))

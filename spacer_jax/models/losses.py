@@ -12,7 +12,8 @@ from spacer_jax.models.reference import position_valid
 
 
 def next_token_loss(log_probs: jax.Array, token_ids: jax.Array, valid: jax.Array, *,
-                    label_smoothing: float = 0.1, weights: Optional[jax.Array] = None
+                    label_smoothing: float = 0.1, weights: Optional[jax.Array] = None,
+                    targets: Optional[jax.Array] = None
                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Cross entropy of token ``l + 1`` under the output at position ``l``.
 
@@ -25,6 +26,8 @@ def next_token_loss(log_probs: jax.Array, token_ids: jax.Array, valid: jax.Array
     valid: ``(..., N, L)`` bool, e.g. ``position_valid(inputs)``.
     label_smoothing: mass spread uniformly over the K tokens (0.1 in the paper).
     weights: optional ``(..., N)`` per-agent weights (e.g. only modelled agents).
+    targets: optional ``(..., N, L)`` int32 target ids, when they differ from the input
+      ``token_ids`` (noised tokenisation's ``target_ids``); default ``token_ids``.
 
   Returns:
     ``(loss, metrics)``: the mean smoothed cross entropy over counted targets and a dict
@@ -36,8 +39,12 @@ def next_token_loss(log_probs: jax.Array, token_ids: jax.Array, valid: jax.Array
                      f'(K,), and valid {valid.shape} like token_ids')
   if not 0.0 <= label_smoothing < 1.0:
     raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}')
+  if targets is not None and targets.shape != token_ids.shape:
+    raise ValueError(f'targets has shape {targets.shape}, expected {token_ids.shape} '
+                     f'like token_ids')
   pred = log_probs[..., :-1, :]
-  target = jnp.clip(token_ids[..., 1:], 0, log_probs.shape[-1] - 1)
+  target = token_ids if targets is None else targets
+  target = jnp.clip(target[..., 1:], 0, log_probs.shape[-1] - 1)
   mask = (valid[..., :-1] & valid[..., 1:]).astype(jnp.float32)
   if weights is not None:
     if weights.shape != token_ids.shape[:-1]:

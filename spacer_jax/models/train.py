@@ -40,7 +40,7 @@ from spacer_jax.models.rollout import (
     rollout_with_selector,
     sampling_selector,
 )
-from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
+from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState, Trajectory
 from spacer_jax.tokens.token_env import TokenEnvironment
 from spacer_jax.tokens.tokenize import tokenize
 from spacer_jax.tokens.vocabulary import TokenVocabulary
@@ -80,16 +80,16 @@ def map_center(scenarios: SimulatorState, step: int = INIT_STEPS - 1) -> jax.Arr
 
 
 def make_inputs(vocab: TokenVocabulary, scenarios: SimulatorState,
-                config: ReferenceConfig, current_step: int = INIT_STEPS - 1
-                ) -> ReferenceInputs:
+                config: ReferenceConfig) -> ReferenceInputs:
   """Tokenises the logs of ``scenarios`` (batch ``(...)``) and assembles model inputs.
 
-  Jittable. Returns ``ReferenceInputs`` with ``L = (T - 1) // S`` positions, the map
-  centred on :func:`map_center` at ``current_step``.
+  Jittable. Returns ``ReferenceInputs`` with ``L = (T - 1) // S`` positions and the map
+  segments around every object valid at the current step (``api.map_anchors``), as the
+  rollout and SPACER's anchor pass select them.
   """
   tok = tokenize(vocab, scenarios.log_trajectory, scenarios.object_metadata.object_types)
   return build_reference_inputs(scenarios, tok.token_ids, tok.poses, tok.valid,
-                                config=config, center_xy=map_center(scenarios, current_step))
+                                config=config)
 
 
 def init_train_state(config: ReferenceConfig, optimizer: optax.GradientTransformation,
@@ -105,13 +105,48 @@ def init_train_state(config: ReferenceConfig, optimizer: optax.GradientTransform
                     opt_state=optimizer.init(params), rng=rng)
 
 
+@struct.dataclass
+class LogBatch:
+  """What noised tokenisation re-reads every step: the logs behind a batch of inputs.
+
+  Attributes:
+    trajectory: ``Trajectory (B, N, T)`` logged trajectories.
+    object_types: ``(B, N)`` WOMD object types.
+  """
+
+  trajectory: Trajectory
+  object_types: jax.Array
+
+
+def log_batch(scenarios: SimulatorState) -> LogBatch:
+  """The :class:`LogBatch` of scenarios (any batch shape)."""
+  return LogBatch(scenarios.log_trajectory, scenarios.object_metadata.object_types)
+
+
+def noised_inputs(vocab: TokenVocabulary, inputs: ReferenceInputs, logs: LogBatch,
+                  rng: jax.Array, top_k: int, prob: float
+                  ) -> tuple[ReferenceInputs, jax.Array]:
+  """Inputs re-tokenised with noise, and the correcting targets ``(..., N, L)``.
+
+  Every token is, with probability ``prob``, one of its ``top_k`` nearest instead of the
+  nearest (``tokenize(noise_...)``); positions, map and agents are unchanged.
+  """
+  tok = tokenize(vocab, logs.trajectory, logs.object_types, noise_rng=rng,
+                 noise_top_k=top_k, noise_prob=prob)
+  if tok.token_ids.shape != inputs.token_ids.shape:
+    raise ValueError(f'the logs tokenise to {tok.token_ids.shape} tokens, the inputs hold '
+                     f'{inputs.token_ids.shape}; pass the logs the inputs were made from.')
+  return inputs.replace(token_ids=tok.token_ids, token_poses=tok.poses), tok.target_ids
+
+
 def _loss_fn(config: ReferenceConfig, label_smoothing: float, params: Any,
-             inputs: ReferenceInputs, rng: jax.Array, valid: Optional[jax.Array] = None
+             inputs: ReferenceInputs, rng: jax.Array, valid: Optional[jax.Array] = None,
+             targets: Optional[jax.Array] = None
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
   log_probs = reference_log_probs(config, params, inputs, deterministic=False, rng=rng)
   valid = position_valid(inputs) if valid is None else valid
   return next_token_loss(log_probs, inputs.token_ids, valid,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, targets=targets)
 
 
 def _apply(state: TrainState, optimizer: optax.GradientTransformation, grads: Any,
@@ -123,16 +158,32 @@ def _apply(state: TrainState, optimizer: optax.GradientTransformation, grads: An
 
 
 def make_train_step(config: ReferenceConfig, optimizer: optax.GradientTransformation,
-                    label_smoothing: float = 0.1) -> Callable:
-  """``train_step(state, inputs) -> (state, metrics)`` (jit it; donate the state).
+                    label_smoothing: float = 0.1, *, vocab: Optional[TokenVocabulary] = None,
+                    noise_top_k: int = 1, noise_prob: float = 0.0) -> Callable:
+  """``train_step(state, inputs[, logs]) -> (state, metrics)`` (jit it; donate the state).
 
   ``inputs`` is a batch ``(B,)`` of :class:`ReferenceInputs`; dropout keys come from
   ``fold_in(state.rng, state.step)``, so a resumed run repeats the same randomness.
+  With ``noise_prob > 0`` (needs ``vocab``) the step also takes the batch's
+  :class:`LogBatch` and trains on a freshly noised tokenisation of it every step
+  (:func:`noised_inputs`): drifted histories with correcting targets, so the model
+  learns to steer back, which teacher forcing on exact logs never shows it.
   """
-  def train_step(state: TrainState, inputs: ReferenceInputs) -> tuple[TrainState, dict]:
+  if noise_prob > 0 and vocab is None:
+    raise ValueError('noised tokenisation (noise_prob > 0) needs the vocabulary')
+
+  def train_step(state: TrainState, inputs: ReferenceInputs,
+                 logs: Optional[LogBatch] = None) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
+    targets = None
+    if noise_prob > 0:
+      if logs is None:
+        raise ValueError('a noised train step needs the LogBatch of its inputs')
+      inputs, targets = noised_inputs(vocab, inputs, logs, jax.random.fold_in(rng, 1),
+                                      noise_top_k, noise_prob)
     grad_fn = jax.value_and_grad(
-        lambda p: _loss_fn(config, label_smoothing, p, inputs, rng), has_aux=True)
+        lambda p: _loss_fn(config, label_smoothing, p, inputs, rng, targets=targets),
+        has_aux=True)
     (_, metrics), grads = grad_fn(state.params)
     return _apply(state, optimizer, grads, metrics)
   return train_step
@@ -228,8 +279,7 @@ def catk_inputs(config: ReferenceConfig, params: Any, vocab: TokenVocabulary,
                                  jax.random.key(0), catk_selector(vocab, top_k), num_steps)
   state = result.final_state
   inputs = build_reference_inputs(state, result.token_ids, result.token_poses,
-                                  result.token_valid, config=config,
-                                  center_xy=map_center(scenarios, t0))
+                                  result.token_valid, config=config)
   return inputs, position_valid(inputs) & result.target_ok
 
 
@@ -256,6 +306,7 @@ def tokens_per_batch(inputs: ReferenceInputs) -> int:
   return int(math.prod(inputs.token_ids.shape))
 
 
-__all__ = ['TrainState', 'catk_inputs', 'closed_loop_metrics', 'eval_step',
-           'init_train_state', 'make_catk_train_step', 'make_inputs', 'make_optimizer',
-           'make_train_step', 'map_center', 'rollout_errors', 'tokens_per_batch']
+__all__ = ['LogBatch', 'TrainState', 'catk_inputs', 'closed_loop_metrics', 'eval_step',
+           'init_train_state', 'log_batch', 'make_catk_train_step', 'make_inputs',
+           'make_optimizer', 'make_train_step', 'map_center', 'noised_inputs',
+           'rollout_errors', 'tokens_per_batch']

@@ -46,12 +46,17 @@ class Tokenized:
       later token restarts from), else 0.
     error: ``(..., N, L)`` float32 mean corner distance (m) between the executed token's
       sub-steps and the log; 0 where invalid.
+    target_ids: ``(..., N, L)`` int32 the token nearest to the log from each token's
+      executed start pose. Equal to ``token_ids`` unless the tokenisation was noised
+      (then ``token_ids`` were sampled and ``target_ids`` are the corrections back
+      toward the log that a model should learn).
   """
 
   token_ids: jax.Array
   valid: jax.Array
   poses: jax.Array
   error: jax.Array
+  target_ids: jax.Array
 
 
 def _pose_corners(poses: jax.Array, length: jax.Array, width: jax.Array) -> jax.Array:
@@ -83,14 +88,20 @@ def match_tokens(corners: jax.Array, start_pose: jax.Array, target_poses: jax.Ar
     ``(token_ids (...) int32, error (...) float32)``: the argmin over tokens of the
     mean corner distance and that distance in metres.
   """
+  dist = _token_distances(corners, start_pose, target_poses, length, width)
+  ids = jnp.argmin(dist, axis=-1).astype(jnp.int32)
+  return ids, jnp.take_along_axis(dist, ids[..., None], -1)[..., 0]
+
+
+def _token_distances(corners: jax.Array, start_pose: jax.Array, target_poses: jax.Array,
+                     length: jax.Array, width: jax.Array) -> jax.Array:
+  """``(..., K)`` mean corner distance (m) of every token to the target motion."""
   origin_xy, origin_yaw = start_pose[..., None, :2], start_pose[..., None, 2]
   local = jnp.concatenate([
       geometry.world_to_local(target_poses[..., :2], origin_xy, origin_yaw),
       (target_poses[..., 2] - origin_yaw)[..., None]], -1)
   target = _pose_corners(local, length[..., None], width[..., None])  # (..., S, 4, 2)
-  dist = jnp.linalg.norm(corners - target[..., None, :, :, :], axis=-1).mean((-1, -2))
-  ids = jnp.argmin(dist, axis=-1).astype(jnp.int32)
-  return ids, jnp.take_along_axis(dist, ids[..., None], -1)[..., 0]
+  return jnp.linalg.norm(corners - target[..., None, :, :, :], axis=-1).mean((-1, -2))
 
 
 def execute_token(vocab: TokenVocabulary, pose: jax.Array, type_index: jax.Array,
@@ -129,14 +140,25 @@ def num_tokens_in(num_timesteps: int, steps_per_token: int, start_step: int = 0)
 
 
 def tokenize(vocab: TokenVocabulary, trajectory: Trajectory, object_types: jax.Array,
-             start_step: int = 0) -> Tokenized:
+             start_step: int = 0, *, noise_rng: jax.Array | None = None,
+             noise_top_k: int = 1, noise_prob: float = 0.0) -> Tokenized:
   """Tokenises a (logged or simulated) trajectory, rolling forward from reconstruction.
+
+  Noised tokenisation (SMART's recipe for closed-loop robustness): with ``noise_rng``,
+  each token is, with probability ``noise_prob``, drawn uniformly among the
+  ``noise_top_k`` tokens nearest to the log instead of the nearest one. The
+  reconstruction then drifts off the log like a sampled rollout does, and
+  ``target_ids`` holds, from every drifted pose, the nearest token: the correction a
+  model trained on these sequences learns to predict.
 
   Args:
     vocab: the vocabulary (K tokens of S steps per type).
     trajectory: ``(..., N, T)``.
     object_types: ``(..., N)`` WOMD object types (see ``agent_type_index``).
     start_step: first step (static int); token 0 starts there.
+    noise_rng: PRNG key; None (default) tokenises exactly.
+    noise_top_k: candidates a noised token is drawn from (static, <= K).
+    noise_prob: probability that a token is noised.
 
   Returns:
     A :class:`Tokenized` with ``L = (T - 1 - start_step) // S`` tokens.
@@ -168,28 +190,44 @@ def tokenize(vocab: TokenVocabulary, trajectory: Trajectory, object_types: jax.A
   width = _first_valid(trajectory.width, trajectory.valid)
   type_index = agent_type_index(object_types)
   corners = token_corners(vocab, type_index, length, width)
+  noised = noise_rng is not None
+  if noised and not 1 <= noise_top_k <= vocab.num_tokens:
+    raise ValueError(f'tokenize: noise_top_k={noise_top_k} must be in [1, '
+                     f'{vocab.num_tokens}] (the vocabulary size).')
+  keys = (jax.random.split(noise_rng, num_l) if noised
+          else jnp.zeros((num_l,), jnp.uint32))
 
   def body(carry, xs):
     recon, have_recon = carry
-    log_start, target, ok, log_end, log_end_ok = xs
+    log_start, target, ok, log_end, log_end_ok, key = xs
     start = jnp.where(have_recon[..., None], recon, log_start)
-    ids, err = match_tokens(corners, start, target, length, width)
+    dist = _token_distances(corners, start, target, length, width)
+    best = jnp.argmin(dist, axis=-1).astype(jnp.int32)
+    ids = best
+    if noised:
+      pick_key, flip_key = jax.random.split(key)
+      _, nearest = geometry.smallest_k(dist, noise_top_k)
+      choice = jax.random.randint(pick_key, best.shape, 0, noise_top_k)
+      drawn = jnp.take_along_axis(nearest, choice[..., None], -1)[..., 0].astype(jnp.int32)
+      ids = jnp.where(jax.random.bernoulli(flip_key, noise_prob, best.shape), drawn, best)
+    err = jnp.take_along_axis(dist, ids[..., None], -1)[..., 0]
     end = execute_token(vocab, start, type_index, ids)[0][..., -1, :]
     after = jnp.where(ok[..., None], end, jnp.where(log_end_ok[..., None], log_end, 0.0))
-    out = (jnp.where(ok, ids, 0), after, jnp.where(ok, err, 0.0))
+    out = (jnp.where(ok, ids, 0), jnp.where(ok, best, 0), after, jnp.where(ok, err, 0.0))
     return (jnp.where(ok[..., None], end, recon), ok), out
 
   time_major = lambda a, axis: jnp.moveaxis(a, axis, 0)
   xs = (time_major(boundary[..., :-1, :], -2), time_major(sub, -3),
         time_major(token_valid, -1), time_major(boundary[..., 1:, :], -2),
-        time_major(boundary_valid[..., 1:], -1))
+        time_major(boundary_valid[..., 1:], -1), keys)
   init = (jnp.zeros(lead + (3,), jnp.float32), jnp.zeros(lead, bool))
-  _, (ids, after, err) = jax.lax.scan(body, init, xs)
+  _, (ids, best, after, err) = jax.lax.scan(body, init, xs)
   first = jnp.where(boundary_valid[..., :1, None], boundary[..., :1, :], 0.0)
   poses = jnp.concatenate([first, jnp.moveaxis(after, 0, -2)], axis=-2)
   return Tokenized(token_ids=jnp.moveaxis(ids, 0, -1), valid=token_valid,
                    poses=poses.astype(jnp.float32),
-                   error=jnp.moveaxis(err, 0, -1).astype(jnp.float32))
+                   error=jnp.moveaxis(err, 0, -1).astype(jnp.float32),
+                   target_ids=jnp.moveaxis(best, 0, -1))
 
 
 def detokenize(vocab: TokenVocabulary, start_pose: jax.Array, type_index: jax.Array,

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from spacer_jax.data.generator.config import GENERATOR_VERSION
 from spacer_jax.sim import geometry
 
 NUM_AGENT_TYPES = 3
@@ -34,8 +35,10 @@ DEFAULT_NUM_TOKENS = 200
 DEFAULT_STEPS_PER_TOKEN = 2
 # Box (length, width) per type when the data holds no agent of that type, metres.
 DEFAULT_BOX_SIZES = ((4.5, 2.0), (0.8, 0.8), (1.8, 0.8))
-# Builder recipe of the cached default vocabulary; bump to invalidate old caches.
-DEFAULT_RECIPE = 'generator-v4-mirror'
+# Builder recipe of the cached default vocabulary: the generator version it is built
+# from plus the builder's own settings, so a new generator never meets an old cache.
+# Bump the suffix to invalidate old caches for a builder change.
+DEFAULT_RECIPE = f'{GENERATOR_VERSION}-mirror'
 CACHE_ENV_VAR = 'SPACER_JAX_CACHE'
 
 
@@ -202,7 +205,9 @@ def load_vocabulary(path: str) -> TokenVocabulary:
 
 # The default build: generator scenarios 0..63 (held-out evaluations use other seeds).
 DEFAULT_BUILD_SEEDS = range(64)
-DEFAULT_GENERATOR_KWARGS = {'num_objects': 128, 'num_roadgraph_points': 1000}
+# The map does not enter the build: a small roadgraph, every object logged all along.
+DEFAULT_GENERATOR_KWARGS = {'num_objects': 128, 'num_roadgraph_points': 1000,
+                            'log_off_map': True}
 
 
 def cache_dir() -> str:

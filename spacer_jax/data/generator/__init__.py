@@ -11,10 +11,12 @@ Usage::
 
 Modules, one job each: ``geometry`` (polylines), ``maps`` (map families), ``lanes``
 (lane graph, routes and their pairwise relations), ``signals`` (phase plans),
-``population`` (who is where), ``traffic`` (human-like behaviour), ``safety``
-(overlap and road-edge checks), ``noise`` (optional rare collision / off-road
-events), ``interest`` (``objects_of_interest``), ``assemble`` (rollout ->
-``SimulatorState``), ``scenario`` (the pipeline), ``parallel`` (worker processes).
+``population`` (who is where), ``traffic`` (human-like behaviour), ``parking``
+(parked cars along the curbs), ``safety`` (overlap and road-edge checks), ``noise``
+(optional rare collision / off-road events), ``interest`` (``objects_of_interest``),
+``crop`` (the roadgraph budget), ``assemble`` (rollout -> ``SimulatorState``),
+``scenario`` (the pipeline), ``parallel`` (worker processes). ``GENERATOR_VERSION``
+names what it generates.
 Generation is numpy only; JAX arrays are made once, by the builders, at the end.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from spacer_jax.data.generator.config import ALL_FAMILIES, GeneratorConfig
+from spacer_jax.data.generator.config import ALL_FAMILIES, GENERATOR_VERSION, GeneratorConfig
 from spacer_jax.data.generator.parallel import generate_parallel
 from spacer_jax.data.generator.scenario import generate_scenario
 from spacer_jax.sim.builders import stack_states
@@ -36,5 +38,5 @@ def generate_batch(seeds: Iterable[int], config: GeneratorConfig = GeneratorConf
   return stack_states([generate_scenario(int(s), config) for s in seeds])
 
 
-__all__ = ['ALL_FAMILIES', 'GeneratorConfig', 'generate_batch', 'generate_parallel',
-           'generate_scenario']
+__all__ = ['ALL_FAMILIES', 'GENERATOR_VERSION', 'GeneratorConfig', 'generate_batch',
+           'generate_parallel', 'generate_scenario']

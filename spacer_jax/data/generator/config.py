@@ -10,6 +10,11 @@ from spacer_jax.sim.datatypes import (
     NUM_TIMESTEPS,
 )
 
+# Version of what the generator makes: bump it whenever a change alters the scenarios
+# generated for some (seed, config), so that caches derived from generated data (token
+# vocabularies, reference models) never mix versions.
+GENERATOR_VERSION = 'generator-v5'
+
 # Every map family the generator knows, in the order used for ids and sampling.
 ALL_FAMILIES = ('straight', 'curved', 'intersection', 't_junction', 'merge', 'roundabout')
 
@@ -20,9 +25,9 @@ class GeneratorConfig:
 
   Attributes:
     num_objects: object slots of the state (padding beyond the real objects).
-    num_roadgraph_points: roadgraph slots; maps that do not fit are cropped by
-      dropping the points farthest from the SDC's start (lanes last, edges first
-      kept), never raising.
+    num_roadgraph_points: roadgraph slots; maps that do not fit are cropped to what
+      the logged objects reach, the points nearest their logged positions first
+      (``crop.crop_polylines``), never raising.
     num_timesteps: log length at 10 Hz (WOMD: 91 = 11 history + 80 future).
     families: map families to sample from (subset of ``ALL_FAMILIES``).
     family_weights: relative sampling weights per entry of ``families`` (None:
@@ -43,6 +48,19 @@ class GeneratorConfig:
       Both noises draw from their own random stream, so the rest of the scenario is
       the same as without them; in about 1% of scenarios no qualifying pair / spot
       exists and the log stays clean.
+    track_radius: an object is logged from the first step it is within this distance
+      of the SDC to the end of the log (the SDC's perception acquiring it); the maps'
+      roads run far enough that no logged object leaves them.
+    parked_vehicles: park cars in the parking strips of surface streets near the SDC.
+    parked_share: range of the per-scene share of the logged vehicles that are parked
+      (drawn uniformly; scenes without parking strips, e.g. freeways, have none).
+      Parked cars stand still, noise free, along the curb for the whole log.
+    log_off_map: when ``num_roadgraph_points`` cannot hold the map around every logged
+      object (long fast roads in 4000-6000 points), the map holds the surroundings of
+      as many objects as fit (SDC first, then tracks to predict, then by closest
+      approach); False (default) logs only those (a log and its map cover the same
+      ground, the off-road metric stays right), True logs the others too, beyond the
+      map (for uses that ignore the map, e.g. token vocabularies).
     max_tracks_to_predict: at most this many objects get ``is_modeled``.
     warmup_seconds: traffic is simulated this long before the first logged step so
       the log starts from settled, human-looking traffic.
@@ -61,6 +79,10 @@ class GeneratorConfig:
   heading_noise: float = 0.004
   collision_noise_rate: float = 0.0
   offroad_noise_rate: float = 0.0
+  track_radius: float = 80.0
+  parked_vehicles: bool = True
+  parked_share: tuple[float, float] = (0.2, 0.45)
+  log_off_map: bool = False
   max_tracks_to_predict: int = 8
   warmup_seconds: float = 3.0
   map_spacing: float = 0.5
@@ -92,6 +114,11 @@ class GeneratorConfig:
     for name in ('collision_noise_rate', 'offroad_noise_rate'):
       if getattr(self, name) > 1:
         raise ValueError(f'{name} is a probability, got {getattr(self, name)}.')
+    if self.track_radius <= 0:
+      raise ValueError(f'track_radius must be positive, got {self.track_radius}.')
+    lo, hi = self.parked_share
+    if not 0 <= lo <= hi < 1:
+      raise ValueError(f'parked_share must be a range within [0, 1), got {self.parked_share}.')
     if self.max_tracks_to_predict < 0:
       raise ValueError('max_tracks_to_predict must be >= 0.')
     if self.map_spacing <= 0:

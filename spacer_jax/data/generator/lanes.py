@@ -318,7 +318,7 @@ def build_route_table(lanes: dict[int, Lane], routes: list[list[int]], spacing: 
   # 0 when neither has right of way (first come, first served).
   zone_yield = np.zeros((r, r, max_zones), np.int8)
   lane_zones: dict[tuple[int, int], tuple[list, list]] = {}
-  boxes = {lid: _bbox(lanes[lid].xy) for pair in zone_pairs for lid in pair}
+  boxes = {lid: _bbox(lanes[lid].xy) for lid in {i for pair in zone_pairs for i in pair}}
   for la, lb in zone_pairs:
     a0, a1 = boxes[la], boxes[lb]
     if (a0[2] + zone_thresh < a1[0] or a1[2] + zone_thresh < a0[0]

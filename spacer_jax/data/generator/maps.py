@@ -6,6 +6,12 @@ polylines of the roadgraph, pedestrian walkways, and the signal groups of its tr
 lights. Conventions (see the Waymax spec): right-hand traffic; lane centrelines point
 in the direction of travel; road edges are oriented so the drivable road is on their
 LEFT; stop lines are at the end of the controlled lane.
+
+Roads run far enough from the map's centre (:class:`MapExtent`) that nothing the log
+shows leaves them: every agent stays on its route for the whole log, and the assembler
+crops the roadgraph to what the logged objects reach. Surface streets may have parking
+strips between the curb lane and the road edge (:class:`ParkingStrip`), where the
+parking module puts parked cars.
 """
 
 from __future__ import annotations
@@ -29,6 +35,56 @@ MEDIAN = int(T.ROAD_EDGE_MEDIAN)
 SIDEWALK_OFFSET = 2.5
 # Width of the blunt gore nose where an on-ramp's left edge meets the main road's (m).
 GORE_NOSE_M = 1.0
+# Largest desired speed of any agent as a multiple of the speed limit (the upper bound
+# of the drivers' v0 factor in traffic.sample_agents).
+MAX_SPEED_FACTOR = 1.15
+# The SDC is chosen among vehicles this close to the map centre at the current step (m).
+SDC_RADIUS_M = 40.0
+# Extra road beyond the farthest point the log can reach (m).
+EXTENT_MARGIN_M = 20.0
+# Parking strips: width (m) and the stretch next to a junction or a roundabout's flare
+# kept free of parked cars (m), as "no parking" zones near crossings are.
+PARKING_WIDTH_M = (2.3, 2.7)
+NO_PARKING_NEAR_JUNCTION_M = 22.0
+
+
+@dataclass(frozen=True)
+class MapExtent:
+  """How far roads must run from the map centre so that the log stays on them.
+
+  Attributes:
+    horizon_s: duration of the log in s (WOMD: 9.1).
+    radius_m: objects are logged from the first step they are within this distance of
+      the SDC (the assembler's tracking radius).
+  """
+
+  horizon_s: float = 9.1
+  radius_m: float = 80.0
+
+  def road_length(self, speed: float) -> float:
+    """Distance (m) a road with speed limit ``speed`` (m/s) runs from the map centre.
+
+    The SDC starts within ``SDC_RADIUS_M`` of the centre, nobody drives faster than
+    ``MAX_SPEED_FACTOR`` x the limit, and a logged object is within ``radius_m`` of the
+    SDC when first logged: so no logged position lies farther from the centre than
+    ``SDC_RADIUS_M + radius_m + MAX_SPEED_FACTOR * speed * horizon_s``.
+    """
+    return (SDC_RADIUS_M + self.radius_m + MAX_SPEED_FACTOR * speed * self.horizon_s
+            + EXTENT_MARGIN_M)
+
+
+@dataclass
+class ParkingStrip:
+  """Where cars may park: a strip between a curb lane and the road edge.
+
+  Attributes:
+    xy: the strip's centreline ``(P, 2)`` in m, in the adjacent lane's direction of
+      travel, already trimmed to where parking is allowed.
+    width: strip width in m (lane boundary to road edge).
+  """
+
+  xy: np.ndarray
+  width: float
 
 
 @dataclass
@@ -45,7 +101,8 @@ class RoadMap:
       signals module runs them through a cycle with conflicting groups never green
       together.
     zone_pairs: unordered lane-id pairs that may cross (for conflict detection).
-    center: a point of interest (junction centre) in m.
+    center: a point of interest (junction centre) in m; the SDC starts near it.
+    parking: strips where parked cars may stand.
   """
 
   family: str
@@ -56,6 +113,7 @@ class RoadMap:
   signal_groups: list[list[int]] = field(default_factory=list)
   zone_pairs: set[tuple[int, int]] = field(default_factory=set)
   center: np.ndarray = field(default_factory=lambda: np.zeros(2))
+  parking: list[ParkingStrip] = field(default_factory=list)
   _next_id: int = 0
 
   def new_id(self) -> int:
@@ -96,7 +154,8 @@ class Corridor:
 def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: float,
                    speed: float, kind: int = 2, median: float = 0.0,
                    edges: tuple[bool, bool] = (True, True), walk: bool = True,
-                   lines: bool = True) -> Corridor:
+                   lines: bool = True, parking: tuple[float, float] = (0.0, 0.0),
+                   park_range: tuple[float, float] = (0.0, np.inf)) -> Corridor:
   """Adds lanes, lane lines, edges and walkways of a two-way road along ``ref``.
 
   Args:
@@ -110,6 +169,11 @@ def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: f
     edges: whether to draw the (right, left) outer road edges.
     walk: whether to add sidewalk walkways outside the edges.
     lines: whether to paint the lane lines.
+    parking: width in m of a parking strip outside the outermost (forward, backward)
+      lane, between it and the road edge (0: none). The edge and the sidewalks move out
+      by it.
+    park_range: arc interval of ``ref`` (m from its start) where cars may park; the
+      strip's road surface runs all along, only the parked cars keep to this range.
   """
   # Every line of the road is a parallel curve of ref: offsets along ref's normals
   # (computed once; a parallel curve has the same normals).
@@ -129,7 +193,20 @@ def build_corridor(m: RoadMap, ref: np.ndarray, n_fwd: int, n_bwd: int, width: f
   for group in (fwd, bwd):
     for i in range(len(group) - 1):
       group[i].right, group[i + 1].left = group[i + 1].id, group[i].id
-  half_f, half_b = median + n_fwd * width, median + n_bwd * width
+  if not n_bwd:
+    parking = (parking[0], 0.0)  # the left side of a one-way road is the median
+  half_f = median + n_fwd * width + parking[0]
+  half_b = median + n_bwd * width + parking[1]
+  if any(parking):
+    s_ref = geo.arc_length(ref)
+    inside = (s_ref >= park_range[0]) & (s_ref <= park_range[1])
+    for side, (n_lanes, w_park) in enumerate(((n_fwd, parking[0]), (n_bwd, parking[1]))):
+      if w_park <= 0 or inside.sum() < 2:
+        continue
+      sign = -1.0 if side == 0 else 1.0
+      xy = offset(sign * (median + n_lanes * width + w_park / 2))[inside]
+      # In the direction of the adjacent lane's traffic, as cars park.
+      m.parking.append(ParkingStrip(xy if side == 0 else xy[::-1].copy(), float(w_park)))
   if lines:
     for i in range(1, n_fwd):
       m.add_feature(offset(-(median + i * width)), BROKEN_WHITE)
@@ -163,37 +240,50 @@ def _lane_width(rng: np.random.Generator) -> float:
   return float(rng.uniform(3.5, 3.9))
 
 
-def straight_road(rng: np.random.Generator, curved: bool = False) -> RoadMap:
-  """Multi-lane straight (or curved) two-way road, ~300 m, 1-3 lanes per direction."""
+def _parking(rng: np.random.Generator, p_side: float) -> tuple[float, float]:
+  """Parking strip widths (forward side, backward side) in m; each side has one with
+  probability ``p_side``; both sides of a road share a width."""
+  w = float(rng.uniform(*PARKING_WIDTH_M))
+  has = rng.random(2) < p_side
+  return (w if has[0] else 0.0, w if has[1] else 0.0)
+
+
+def straight_road(rng: np.random.Generator, extent: MapExtent = MapExtent(),
+                  curved: bool = False) -> RoadMap:
+  """Multi-lane straight (or curved) two-way road, 1-3 lanes per direction, running
+  ``extent.road_length`` (plus 0-40 m) each way from its centre (about 500-1000 m
+  long); surface streets often have parking strips."""
   m = RoadMap('curved' if curved else 'straight')
-  length = rng.uniform(260.0, 340.0)
+  freeway = rng.random() < 0.3
+  speed = rng.uniform(25.0, 31.0) if freeway else rng.uniform(11.0, 17.0)
+  half = extent.road_length(speed) + rng.uniform(0.0, 40.0)
   if curved:
     # A straight run, an arc (radius 70-250 m, 30-90 degrees) and another straight:
-    # the shape of most curved WOMD roads.
+    # the shape of most curved WOMD roads. The arc's middle lies within 40 m of the
+    # map centre, so the log shows the bend.
     radius = rng.uniform(70.0, 250.0)
     sweep = np.deg2rad(rng.uniform(30, 90)) * rng.choice([-1, 1])
-    lead = rng.uniform(40.0, 80.0)
-    arc_len = min(abs(sweep) * radius, length - 2 * lead)
+    arc_len = min(abs(sweep) * radius, 2 * half - 160.0)
     sweep = np.sign(sweep) * arc_len / radius
+    lead = half - arc_len / 2 + rng.uniform(-40.0, 40.0)
     p1 = np.array([lead, 0.0])
     c = p1 + np.array([0.0, np.sign(sweep) * radius])
     a0 = -np.sign(sweep) * np.pi / 2
     a = geo.arc(c, radius, a0, a0 + sweep, 0.5)
-    h = sweep
-    tail = length - lead - arc_len
-    end = a[-1] + tail * np.array([np.cos(h), np.sin(h)])
+    tail = 2 * half - lead - arc_len
+    end = a[-1] + tail * np.array([np.cos(sweep), np.sin(sweep)])
     ref = geo.resample(geo.concat(geo.line([0, 0], p1), a, geo.line(a[-1], end)), 0.5)
-    ref = ref - ref.mean(0)
   else:
-    ref = geo.line([-length / 2, 0.0], [length / 2, 0.0], 0.5)
+    ref = geo.line([-half, 0.0], [half, 0.0], 0.5)
+  ref = ref - ref[len(ref) // 2]
   ref = geo.transform(ref, rng.uniform(-np.pi, np.pi), rng.normal(0, 20, 2))
-  freeway = rng.random() < 0.3
   n_fwd = int(rng.integers(2, 4) if freeway else rng.integers(1, 4))
   n_bwd = n_fwd if rng.random() < 0.8 else int(rng.integers(1, 3))
   median = rng.uniform(1.0, 3.0) if (freeway or rng.random() < 0.2) else 0.0
-  speed = rng.uniform(25.0, 31.0) if freeway else rng.uniform(11.0, 17.0)
+  parking = (0.0, 0.0) if freeway else _parking(rng, 0.75)
   c = build_corridor(m, ref, n_fwd, n_bwd, _lane_width(rng), speed,
-                     kind=1 if freeway else 2, median=median, walk=not freeway)
+                     kind=1 if freeway else 2, median=median, walk=not freeway,
+                     parking=parking)
   m.entries = [ln.id for ln in c.fwd + c.bwd]
   m.center = ref[len(ref) // 2]
   return m
@@ -227,7 +317,8 @@ def _crossing_walkways(m: RoadMap, center: np.ndarray, u: np.ndarray, dist: floa
                       in_roadgraph=False, control='light' if signal else 'none')
     cross = m.add_lane(geo.line(a, b), speed_limit=1.4, agent='ped', in_roadgraph=False,
                        junction=True, priority=-1)
-    tail = m.add_lane(geo.line(b, b + 4.0 * d), speed_limit=1.4, agent='ped',
+    # Short: people who crossed stop at its end, close to the road.
+    tail = m.add_lane(geo.line(b, b + 3.0 * d), speed_limit=1.4, agent='ped',
                       in_roadgraph=False)
     appr.successors, cross.successors = [cross.id], [tail.id]
     m.ped_entries.append(appr.id)
@@ -235,9 +326,12 @@ def _crossing_walkways(m: RoadMap, center: np.ndarray, u: np.ndarray, dist: floa
   return approaches
 
 
-def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
+def junction(rng: np.random.Generator, extent: MapExtent = MapExtent(), arms: int = 4
+             ) -> RoadMap:
   """A 4-way signalised intersection or (``arms=3``) a T-junction with stop signs on
-  the minor road. Arms are two-way roads of 1-2 lanes per direction, ~90-130 m long.
+  the minor road. Arms are two-way roads of 1-2 lanes per direction running
+  ``extent.road_length`` (plus 0-30 m) from the centre, often with parking strips
+  (none within ``NO_PARKING_NEAR_JUNCTION_M`` of the junction).
   """
   m = RoadMap('intersection' if arms == 4 else 't_junction')
   theta0 = rng.uniform(-np.pi, np.pi)
@@ -251,15 +345,24 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
   speed = rng.uniform(11.0, 15.0)
   arm_ids = [0, 1, 2, 3] if arms == 4 else [0, 1, 2]
   approach = 5.0  # stop line this far before the curb return starts
+  parking = {k: _parking(rng, 0.6) for k in arm_ids}
+  # Arm k's forward (approach) side faces arm k + 1, its backward side arm k - 1. Its
+  # mouth lies beyond the facing sides of both neighbours (lanes plus parking).
+  half_f = {k: n_axis[k % 2] * w + parking[k][0] for k in arm_ids}
+  half_b = {k: n_axis[k % 2] * w + parking[k][1] for k in arm_ids}
   info = {}
   for k in arm_ids:
     u = _unit(theta0 + k * np.pi / 2)
     n = n_axis[k % 2]
-    d_curb = n_axis[(k + 1) % 2] * w + radius
-    length = rng.uniform(90.0, 130.0)
+    beside = [half_b[(k + 1) % 4] if (k + 1) % 4 in half_b else 0.0,
+              half_f[(k - 1) % 4] if (k - 1) % 4 in half_f else 0.0]
+    d_curb = max(beside) + radius
+    length = extent.road_length(speed) - d_curb + rng.uniform(0.0, 30.0)
     ref = geo.line(center + (d_curb + length) * u, center + d_curb * u, 0.5)
     minor = arms == 3 and k == 1
-    c = build_corridor(m, ref, n, n, w, speed * (0.8 if minor else 1.0))
+    c = build_corridor(m, ref, n, n, w, speed * (0.8 if minor else 1.0),
+                       parking=parking[k],
+                       park_range=(0.0, length - NO_PARKING_NEAR_JUNCTION_M))
     # Cut the incoming lanes at the stop line; the connector covers the last metres.
     cut = len(ref) - 1 - int(round(approach / 0.5))
     for lane in c.fwd:
@@ -353,7 +456,7 @@ def junction(rng: np.random.Generator, arms: int = 4) -> RoadMap:
   return m
 
 
-def merge(rng: np.random.Generator) -> RoadMap:
+def merge(rng: np.random.Generator, extent: MapExtent = MapExtent()) -> RoadMap:
   """A multi-lane road with an on-ramp joining its rightmost lane (zipper/yield merge).
 
   The main road's forward lanes are split at the join so lanes stay index-aligned
@@ -366,7 +469,8 @@ def merge(rng: np.random.Generator) -> RoadMap:
   n_bwd = n if rng.random() < 0.5 else 0
   median = rng.uniform(1.0, 2.5) if n_bwd else 0.0
   speed = rng.uniform(20.0, 29.0)
-  x0, xj, x1 = -rng.uniform(130, 170), 0.0, rng.uniform(120, 170)
+  reach = extent.road_length(speed)
+  x0, xj, x1 = -reach - rng.uniform(0, 30), 0.0, reach + rng.uniform(0, 30)
   up = geo.line([x0, 0.0], [xj, 0.0])
   down = geo.line([xj, 0.0], [x1, 0.0])
   cu = build_corridor(m, up, n, 0, w, speed, kind=1, median=median, edges=(False, False),
@@ -389,7 +493,8 @@ def merge(rng: np.random.Generator) -> RoadMap:
   lat = rng.uniform(18.0, 28.0)
   ang = rng.uniform(0.12, 0.2)
   p0 = np.array([xj - ramp_len, lane_y - lat])
-  approach = geo.line(p0 - 50.0 * _unit(ang), p0)
+  # A long straight approach: ramp arrivals enter beyond the SDC's tracking radius.
+  approach = geo.line(p0 - 100.0 * _unit(ang), p0)
   curve = geo.hermite(p0, ang, [xj, lane_y], 0.0, tension=1.0)
   ramp_xy = geo.resample(geo.concat(approach, curve), 0.5)
   ramp = m.add_lane(ramp_xy, kind=1, speed_limit=speed * 0.75, priority=1)
@@ -420,8 +525,9 @@ def merge(rng: np.random.Generator) -> RoadMap:
   return m
 
 
-def roundabout(rng: np.random.Generator) -> RoadMap:
-  """A single-lane roundabout (counter-clockwise) with 3-4 two-way arms.
+def roundabout(rng: np.random.Generator, extent: MapExtent = MapExtent()) -> RoadMap:
+  """A single-lane roundabout (counter-clockwise) with 3-4 two-way arms running
+  ``extent.road_length`` (plus 0-30 m) from the centre, some with parking strips.
 
   Entering traffic yields to circulating traffic where it joins the ring; the ring is
   split into lanes between consecutive entry/exit points. The island edge runs
@@ -444,9 +550,10 @@ def roundabout(rng: np.random.Generator) -> RoadMap:
   arms = []
   for th in thetas:
     u = _unit(th)
-    length = rng.uniform(80.0, 120.0)
+    length = extent.road_length(speed) - d_arm + rng.uniform(0.0, 30.0)
     ref = geo.line(c + (d_arm + length) * u, c + d_arm * u, 0.5)
-    cor = build_corridor(m, ref, 1, 1, w, speed)
+    cor = build_corridor(m, ref, 1, 1, w, speed, parking=_parking(rng, 0.5),
+                         park_range=(0.0, length - NO_PARKING_NEAR_JUNCTION_M))
     m.entries.append(cor.fwd[0].id)
     arms.append(cor)
   # Ring lanes between consecutive nodes (exit before entry at each arm, CCW order).

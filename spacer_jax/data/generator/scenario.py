@@ -1,19 +1,21 @@
-"""The generation pipeline: seed -> map -> signals -> routes -> traffic -> state."""
+"""The generation pipeline: seed -> map -> signals -> routes -> traffic (+ parked cars)
+-> state."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from spacer_jax.data.generator import assemble, maps, population, signals, traffic
+from spacer_jax.data.generator import assemble, maps, parking, population, signals, traffic
 from spacer_jax.data.generator.config import GeneratorConfig
 from spacer_jax.data.generator.lanes import build_route_table, enumerate_routes
 from spacer_jax.sim.datatypes import SimulatorState
 
+# family -> builder(rng, extent) of its RoadMap.
 FAMILY_BUILDERS = {
-    'straight': lambda rng: maps.straight_road(rng, curved=False),
-    'curved': lambda rng: maps.straight_road(rng, curved=True),
-    'intersection': lambda rng: maps.junction(rng, arms=4),
-    't_junction': lambda rng: maps.junction(rng, arms=3),
+    'straight': lambda rng, ext: maps.straight_road(rng, ext, curved=False),
+    'curved': lambda rng, ext: maps.straight_road(rng, ext, curved=True),
+    'intersection': lambda rng, ext: maps.junction(rng, ext, arms=4),
+    't_junction': lambda rng, ext: maps.junction(rng, ext, arms=3),
     'merge': maps.merge,
     'roundabout': maps.roundabout,
 }
@@ -41,14 +43,18 @@ def generate_scenario(seed: int, config: GeneratorConfig = GeneratorConfig()
   """
   rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5ACE]))
   family = sample_family(rng, config)
-  road = FAMILY_BUILDERS[family](rng)
+  extent = maps.MapExtent(horizon_s=config.num_timesteps * traffic.DT,
+                          radius_m=config.track_radius)
+  road = FAMILY_BUILDERS[family](rng, extent)
   warm = int(round(config.warmup_seconds / traffic.DT))
   steps = warm + config.num_timesteps
   lights = signals.phase_plan(rng, road.signal_groups, steps)
   starts = road.entries + road.ped_entries
   routes = enumerate_routes(road.lanes, starts, max_lanes=16)
   tab = build_route_table(road.lanes, routes, 0.5, road.zone_pairs)
-  max_agents = int(config.num_objects * 1.5) + 8
+  # Simulated agents: the objects plus some beyond what the log shows (parked cars are
+  # extra: they are not simulated).
+  max_agents = config.num_objects + 16
   place = population.populate(rng, road, tab, max_agents, steps, config.density,
                               config.pedestrians, config.cyclists)
   agents = traffic.sample_agents(rng, place.type)
@@ -58,6 +64,10 @@ def generate_scenario(seed: int, config: GeneratorConfig = GeneratorConfig()
   win = slice(warm, steps)
   roll = traffic.Rollout(route=route[:, win], s=s[:, win], v=v[:, win], d=d[:, win],
                          d_dot=dd[:, win], active=act[:, win], agents=agents)
-  # Noise events draw from their own stream: asking for them changes nothing else.
+  # Noise events draw from their own stream: asking for them changes nothing else;
+  # parked cars from theirs, so turning them off leaves the traffic as it was.
   noise_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5ACE, 1]))
-  return assemble.to_state(rng, road, tab, roll, lights, warm, config, noise_rng)
+  park_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5ACE, 2]))
+  spots = parking.parking_spots(park_rng, road)
+  return assemble.to_state(rng, road, tab, roll, lights, warm, config, noise_rng, spots,
+                           park_rng)

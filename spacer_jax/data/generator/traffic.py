@@ -9,7 +9,8 @@ Its leaders are:
     acceptance distance to that ordering);
   * a stationary obstacle at the entry of a crossing zone while another agent holds
     it or will reach it first / has the right of way (gap acceptance);
-  * stop lines: red and (when it can stop) yellow lights, unserved stop signs.
+  * stop lines: red and (when it can stop) yellow lights, unserved stop signs;
+  * for pedestrians, the end of their route, where they stop (vehicles leave there).
 Lane changes move an agent to the point abreast of it on the parallel lane's route and
 blend its lateral offset to zero with a quintic; during the change it also stays a
 leader in its old lane. Arrivals drive in at their arrival speed, first come first
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spacer_jax.data.generator.lanes import RouteTable
-from spacer_jax.data.generator.maps import RoadMap
+from spacer_jax.data.generator.maps import MAX_SPEED_FACTOR, RoadMap
 
 DT = 0.1
 A_MIN, A_MAX = -6.0, 3.0
@@ -90,7 +91,7 @@ def sample_agents(rng: np.random.Generator, types: np.ndarray) -> Agents:
   length[cyc] = rng.uniform(1.6, 2.0, cyc.sum())
   width[cyc] = rng.uniform(0.6, 0.8, cyc.sum())
   height[cyc] = rng.uniform(1.5, 1.9, cyc.sum())
-  v0f = np.where(veh, rng.uniform(0.85, 1.15, n), 1.0)
+  v0f = np.where(veh, rng.uniform(0.85, MAX_SPEED_FACTOR, n), 1.0)
   v0f = np.where(big, v0f * 0.85, v0f)
   v0f = np.where(ped, rng.uniform(0.7, 1.15, n), v0f)
   # Some pedestrians stand (waiting, chatting): zero desired speed.
@@ -215,25 +216,29 @@ class TrafficSim:
     delta = sub(tab.delta)
     shared = ~np.isnan(delta) & other
     h = self.half[live]
-    delta = np.where(shared, delta, 0.0)
-    end = np.where(shared, sub(tab.common_end), -np.inf)
-    join = np.where(shared, sub(tab.join), 0.0)
+    # Only entries on routes that share lanes can follow one another: keep those pairs
+    # (row-major, as a dense mask's nonzero would list them) so a step works on them
+    # alone rather than on (L, L) arrays.
+    pi, pj = np.nonzero(shared)
+    self._pi, self._pj = pi, pj
+    d = delta[pi, pj]
+    end = tab.common_end[r[pi], r[pj]]
+    join = tab.join[r[pi], r[pj]]
     # Pair tests rewritten on the row/column arcs alone (s_j + delta < end + h_j + 1
     # becomes s_j < end2, etc.) so a step does the fewest array operations.
     self._c_end = end
-    self._c_end2 = end + h[None, :] + 1.0 - delta
-    self._c_delta_hh = delta - (h[:, None] + h[None, :])
+    self._c_end2 = end + h[pj] + 1.0 - d
+    self._c_delta_hh = d - (h[pi] + h[pj])
     self._c_join = join
-    self._c_join_h = join - h[:, None]
-    self._c_join_t = join.T
-    yld = sub(tab.priority) == 1
-    self._c_yield, self._c_yield_t = yld, yld.T
-    self._any_yield = bool((yld & shared).any())
+    self._c_join_h = join - h[pi]
+    self._c_join_t = tab.join[r[pj], r[pi]]
+    self._c_yield = tab.priority[r[pi], r[pj]] == 1
+    self._c_yield_t = tab.priority[r[pj], r[pi]] == 1
+    self._any_yield = bool(self._c_yield.any())
     crit = self._crit_e[live]
-    self._c_crit = crit[:, None]
+    self._c_crit, self._c_crit_t = crit[pi], crit[pj]
     # Equal ordering keys: the higher index is ahead (a tiny bias instead of a tie test).
-    idx = np.arange(len(live))
-    self._c_thr = np.where(idx[None, :] > idx[:, None], -1e-9, 0.0) - delta
+    self._c_thr = np.where(pj > pi, -1e-9, 0.0) - d
     # Per-row driver parameters (a secondary entry drives like its owner).
     self._s0_row = ag.s0[own]
     self._t_row = ag.headway[own]
@@ -248,6 +253,10 @@ class TrafficSim:
     self._p_vmax_base = rp * self.tab.vmax.shape[1]
     self._p_ds = self.tab.ds[rp]
     self._p_len = self.tab.length[rp]
+    # Pedestrians stop where their route ends (they reached where they were going);
+    # vehicles drive on off the map.
+    self._p_dest = np.where(ag.type[p] == PEDESTRIAN, self._p_len, np.inf)
+    self._any_ped = bool(np.isfinite(self._p_dest).any())
     self._p_v0f = ag.v0f[p]
     self._p_amax = ag.amax[p]
     self._p_half = self.half[p]
@@ -308,23 +317,23 @@ class TrafficSim:
       stop_gap ``(L,)``: distance to stop before a join where a leader with right of
       way will come from the other branch (inf if none).
     """
-    si, sj = s[:, None], s[None, :]
+    pi, pj = self._pi, self._pj
+    si, sj = s[pi], s[pj]
     # j leads i when ahead of it in the shared arc coordinate (s_j + delta > s_i).
     key = sj - si
     if self._any_yield:
       # Gap acceptance at a join, as a distance: a yielding agent places itself this
       # much farther from the join when ordering against an agent with right of way.
       key += np.where(self._c_yield & (si < self._c_join),
-                      self._c_crit * np.maximum(v[None, :], 5.0), 0.0)
+                      self._c_crit * np.maximum(v[pj], 5.0), 0.0)
       key -= np.where(self._c_yield_t & (sj < self._c_join_t),
-                      self._c_crit.T * np.maximum(v[:, None], 5.0), 0.0)
-    lead = (si < self._c_end) & (sj < self._c_end2) & (key > self._c_thr)
-    flat = np.flatnonzero(lead)
-    rows, cols = np.divmod(flat, len(s))
-    gap = s[cols] - s[rows] + self._c_delta_hh.ravel()[flat]
+                      self._c_crit_t * np.maximum(v[pi], 5.0), 0.0)
+    lead = np.flatnonzero((si < self._c_end) & (sj < self._c_end2) & (key > self._c_thr))
+    rows, cols = pi[lead], pj[lead]
+    gap = s[cols] - s[rows] + self._c_delta_hh[lead]
     # A leader that is not physically ahead yet (it comes from the other branch of a
     # join and has the right of way): wait before the join.
-    join_h = self._c_join_h.ravel()[flat]
+    join_h = self._c_join_h[lead]
     wait = (gap <= 0.0) & (s[rows] < join_h)
     stop_gap = np.full(len(s), np.inf)
     if wait.any():
@@ -382,6 +391,8 @@ class TrafficSim:
     obst = zone_gap.copy()
     obst[:n_p] = np.minimum(np.minimum(stop_gap[:n_p], obst[:n_p]),
                             self._obstacles(step, s, v))
+    if self._any_ped:
+      obst[:n_p] = np.minimum(obst[:n_p], self._p_dest - s - self._p_half)
     # IDM interaction term (s*/gap)^2, the largest over leaders and the obstacle.
     vr = v_l[rows]
     star = self._s0_row[rows] + np.maximum(

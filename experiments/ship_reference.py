@@ -1,0 +1,47 @@
+"""Packages a trained reference as the default one shipped with spacer_jax.
+
+  python -m experiments.ship_reference --source /tmp/reference_cpu \
+      --command "python -m experiments.train_reference --config=...:cpu --workdir=..."
+
+Copies the weights and vocabulary of ``--source`` (an export or a ``train_reference``
+workdir) into ``spacer_jax/models/assets/default_reference/`` with ``ship.json`` naming
+the command, the commit (``git rev-parse HEAD``, ``+dirty`` when the tree has changes)
+and the data and vocabulary recipes. ``reference:default`` then loads it without
+training. Retrain and reship whenever the vocabulary or reference recipe changes (a
+test fails until then).
+"""
+
+import subprocess
+
+from absl import app, flags
+
+from spacer_jax.models import default
+from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+
+_SOURCE = flags.DEFINE_string('source', None, 'Trained reference (export or workdir).',
+                              required=True)
+_COMMAND = flags.DEFINE_string('command', None, 'The command that trained it.',
+                               required=True)
+_OUT = flags.DEFINE_string('out', default.SHIPPED_DIR, 'Package directory.')
+
+
+def _commit() -> str:
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+  return head + ('+dirty' if dirty else '')
+
+
+def main(argv):
+  del argv
+  quiet_third_party_logging()
+  path = default.ship_reference(_SOURCE.value, _COMMAND.value, _commit(), _OUT.value)
+  print(f'shipped {_SOURCE.value} -> {path}: {default.shipped_reference_info(_OUT.value)}')
+
+
+if __name__ == '__main__':
+  app.run(report_user_errors(main))
