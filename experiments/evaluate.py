@@ -13,11 +13,18 @@ into the workdir; finished policies are kept when the command is run again.
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.configs import evaluate as evaluate_config
 from spacer_jax.apps import evaluate
+from spacer_jax.training.config_checks import check_command_line, validate
 from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
+_DEFAULT_CONFIG = 'experiments/configs/evaluate.py'
+if __name__ == '__main__':
+  # Unknown --config.* keys get one line and a did-you-mean. Here, not next to app.run:
+  # without --config, DEFINE_config_file parses the default and its overrides at once.
+  check_command_line(_DEFAULT_CONFIG)
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/evaluate.py', 'Evaluation config.', lock_config=True)
+    'config', _DEFAULT_CONFIG, 'Evaluation config.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Report directory.', required=True)
 _CHECKPOINTS = flags.DEFINE_list(
     'checkpoints', [], 'Policies to evaluate besides the baselines: spacer:DIR, ppo:DIR, '
@@ -33,6 +40,8 @@ def main(argv):
   if _NUM_SCENARIOS.value is not None:
     with config.unlocked():
       config.data.num_scenarios = _NUM_SCENARIOS.value
+  # Bad values (--num_scenarios included) are refused before any JAX work or file.
+  validate(config, evaluate_config.RULES)
   evaluate.run_evaluation(config, _WORKDIR.value, _CHECKPOINTS.value)
 
 

@@ -15,18 +15,26 @@ metrics.jsonl, checkpoints/, the exported model (export/, loadable with
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.configs import reference as reference_config
 from spacer_jax.apps import train_reference
+from spacer_jax.training.config_checks import check_command_line, validate
 from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
+_DEFAULT_CONFIG = 'experiments/configs/reference.py'
+if __name__ == '__main__':
+  # Unknown --config.* keys get one line and a did-you-mean. Here, not next to app.run:
+  # without --config, DEFINE_config_file parses the default and its overrides at once.
+  check_command_line(_DEFAULT_CONFIG)
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/reference.py', 'Training configuration.',
-    lock_config=True)
+    'config', _DEFAULT_CONFIG, 'Training configuration.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.', required=True)
 
 
 def main(argv):
   del argv
   quiet_third_party_logging()
+  # Bad values are refused where they were typed, before any JAX work or file.
+  validate(_CONFIG.value, reference_config.RULES)
   train_reference.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

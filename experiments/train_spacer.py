@@ -21,12 +21,19 @@ id come from the flags below, the ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCES
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.configs import spacer as spacer_config
 from spacer_jax.apps import train_spacer
 from spacer_jax.parallel import maybe_initialize
+from spacer_jax.training.config_checks import check_command_line, validate
 from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
 
+_DEFAULT_CONFIG = 'experiments/configs/spacer.py'
+if __name__ == '__main__':
+  # Unknown --config.* keys get one line and a did-you-mean. Here, not next to app.run:
+  # without --config, DEFINE_config_file parses the default and its overrides at once.
+  check_command_line(_DEFAULT_CONFIG)
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/spacer.py', 'Training configuration.', lock_config=True)
+    'config', _DEFAULT_CONFIG, 'Training configuration.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.', required=True)
 _REFERENCE = flags.DEFINE_string(
     'reference_checkpoint', None,
@@ -48,6 +55,8 @@ _PROCESS_ID = flags.DEFINE_integer(
 def main(argv):
   del argv
   quiet_third_party_logging()
+  # Bad values are refused where they were typed, before any JAX work or file.
+  validate(_CONFIG.value, spacer_config.RULES)
   # Before anything touches a JAX backend.
   maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                    _PROCESS_ID.value)

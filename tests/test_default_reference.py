@@ -97,3 +97,16 @@ def test_moving_the_road_moves_the_agents_distribution(held_out_inputs):
   valid = np.asarray(position_valid(inputs))
   kl = np.sum(np.exp(base) * (base - after), axis=-1)
   assert float(np.mean(kl[valid])) > 0.05, float(np.mean(kl[valid]))
+
+
+@needs_shipped
+def test_shipped_vocabulary_is_what_the_default_build_makes_today(tmp_path, monkeypatch):
+  # A fresh machine builds the default vocabulary from the generator; SPACER then pairs
+  # it with the packaged reference, so both must hold the same tokens.
+  monkeypatch.setenv(vocabulary.CACHE_ENV_VAR, str(tmp_path))
+  built = vocabulary.get_or_build_default_vocabulary(SHIPPED['num_tokens'],
+                                                     SHIPPED['steps_per_token'])
+  shipped = vocabulary.load_vocabulary(os.path.join(default.SHIPPED_DIR,
+                                                    default.SHIPPED_VOCABULARY))
+  np.testing.assert_allclose(np.asarray(built.poses), np.asarray(shipped.poses), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(built.box_sizes), np.asarray(shipped.box_sizes))

@@ -14,6 +14,37 @@ import ml_collections
 
 VARIANTS = ('cpu', 'tiny')
 
+# What experiments.evaluate accepts, checked where the user typed it (before anything is
+# written; grammar in spacer_jax.training.config_checks). Every variant's defaults pass.
+RULES = {
+    'seed': 'int >= 0',
+    'fast_compile': 'bool',
+    'baselines': 'str',
+    'data.format': ('tf_example', 'scenario'),
+    'data.num_scenarios': 'int >= 1',
+    'data.eval_seed_offset': 'int >= 0',
+    'data.num_objects': 'int >= 1',
+    'data.num_roadgraph_points': 'int >= 1',
+    'tokens.num_tokens': 'int >= 1',
+    'tokens.steps_per_token': 'int >= 1',
+    'realism.num_rollouts': 'int >= 1',
+    'realism.num_steps': 'int >= 1',
+    'realism.batch_size': 'int >= 1',
+    'realism.top_k': 'int >= 1',
+    'realism.temperature': 'float > 0',
+    'realism.learned_top_k': 'int >= 0',  # 0 = the whole distribution.
+    'speed.batch_size': 'int >= 1',
+    'speed.repeats': 'int >= 1',
+    'planners.enabled': 'bool',
+    'planners.num_scenarios': 'int >= 1',
+    'planners.num_idm': 'int >= 1',  # The study always runs the IDM grid.
+    'planners.num_frenet': 'int >= 0',  # 0 = no Frenet planners.
+    'planners.learned_egos': 'bool',
+    'planners.modes': 'str',
+    'mesh.num_devices': 'int >= 0',  # 0 = all devices.
+    'report.num_videos': 'int >= 0',
+}
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(',') if p and p != 'default']

@@ -22,6 +22,49 @@ import ml_collections
 
 VARIANTS = ('base', 'cpu', 'tiny', 'catk')
 
+# What train_reference accepts, checked where the user typed it
+# (experiments.train_reference, before anything is written; grammar in
+# spacer_jax.training.config_checks). Every variant's defaults pass.
+RULES = {
+    'seed': 'int >= 0',
+    'init_checkpoint': 'str',
+    'model.size': ('nano', 'mini', 'base', 'tiny'),  # models.config.SIZES + 'tiny'.
+    'model.num_map_segments': 'int >= 1',
+    'model.dropout': 'float in [0, 1)',
+    'tokens.num_tokens': 'int >= 1',
+    'tokens.steps_per_token': 'int >= 1',
+    'data.format': ('tf_example', 'scenario'),
+    'data.num_train_scenarios': 'int >= 1',
+    'data.num_eval_scenarios': 'int >= 1',
+    'data.eval_seed_offset': 'int >= 0',
+    'data.num_objects': 'int >= 1',
+    'data.num_roadgraph_points': 'int >= 1',
+    'data.chunk': 'int >= 1',
+    'train.batch_size': 'int >= 1',
+    'train.num_steps': 'int >= 1',
+    'train.lr': 'float > 0',
+    'train.warmup_steps': 'int >= 0',
+    'train.weight_decay': 'float >= 0',
+    'train.grad_clip': 'float > 0',  # A clip at 0 zeroes every gradient.
+    'train.label_smoothing': 'float in [0, 1)',  # 1 would drop the targets entirely.
+    'train.noise_top_k': 'int >= 1',
+    'train.noise_prob': 'float in [0, 1]',
+    'train.log_every': 'int >= 1',  # Step counts divide by these three.
+    'train.eval_every': 'int >= 1',
+    'train.checkpoint_every': 'int >= 1',
+    'train.stop_at': 'int >= 0',  # 0 = run to num_steps.
+    'train.time_budget_s': 'float >= 0',
+    'train.fast_compile': 'bool',
+    'eval.batch_size': 'int >= 1',
+    'eval.rollout_scenarios': 'int >= 0',  # 0 = skip the closed-loop eval.
+    'eval.num_samples': 'int >= 1',
+    'eval.num_steps': 'int >= 1',
+    'eval.top_k': 'int >= 1',
+    'eval.temperature': 'float > 0',
+    'catk.enabled': 'bool',
+    'catk.top_k': 'int >= 1',
+}
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(',') if p and p != 'default']

@@ -18,6 +18,68 @@ import ml_collections
 
 VARIANTS = ('spacer', 'ppo', 'hr_ppo')
 
+# What train_spacer accepts, checked where the user typed it (experiments.train_spacer,
+# before anything is written; grammar in spacer_jax.training.config_checks). Every
+# variant's defaults pass (tests/test_config_checks.py).
+RULES = {
+    'variant': VARIANTS,
+    'seed': 'int >= 0',  # Generator seeds derive from it; numpy refuses negative ones.
+    'data.format': ('tf_example', 'scenario'),
+    'data.num_train_scenarios': 'int >= 1',
+    'data.pool_size': 'int >= 1',
+    'data.refresh_every': 'int >= 1',  # Iterations per pool (the iteration is divided by it).
+    'data.num_objects': 'int >= 1',
+    'data.num_roadgraph_points': 'int >= 1',
+    'data.eval_seed_offset': 'int >= 0',
+    'data.num_eval_scenarios': 'int >= 1',
+    'tokens.num_tokens': 'int >= 1',
+    'tokens.steps_per_token': 'int >= 1',
+    'reference.size': ('nano', 'mini', 'base', 'tiny'),  # models.config.SIZES + 'tiny'.
+    'env.num_worlds': 'int >= 1',
+    'env.policy_steps': 'int >= 1',
+    'obs.max_partners': 'int >= 1',
+    'obs.partner_radius': 'float > 0',
+    'obs.num_road_points': 'int >= 1 and <= obs.max_prepared_points',
+    'obs.max_prepared_points': 'int >= 1',
+    'obs.goal_dropout': 'float in [0, 1]',
+    'policy.width': 'int >= 1',
+    'policy.hidden': 'int >= 1',
+    'policy.head_width': 'int >= 1',
+    'reward.goal_weight': 'float >= 0',
+    'reward.collision_weight': 'float >= 0',
+    'reward.offroad_weight': 'float >= 0',
+    'reward.likelihood_weight': 'float >= 0',
+    'reward.goal_radius': 'float > 0',
+    'reward.after_goal': ('remove', 'freeze', 'continue'),  # rewards.TERMINAL_BEHAVIOURS.
+    'reward.after_collision': ('remove', 'freeze', 'continue'),
+    'reward.after_offroad': ('remove', 'freeze', 'continue'),
+    'loss.clip_eps': 'float > 0',
+    'loss.value_coef': 'float >= 0',
+    'loss.entropy_coef': 'float >= 0',
+    'loss.kl_coef': 'float >= 0',
+    'loss.normalize_advantages': 'bool',
+    'ppo.lr': 'float > 0',
+    'ppo.adam_eps': 'float > 0',
+    'ppo.gamma': 'float in (0, 1]',
+    'ppo.gae_lambda': 'float in [0, 1]',
+    'ppo.epochs': 'int >= 1',
+    'ppo.num_minibatches': 'int >= 1',
+    'ppo.max_grad_norm': 'float > 0',  # A clip at 0 zeroes every gradient.
+    'hr_ppo.kl_coef': 'float >= 0',
+    'bc.steps': 'int >= 1',
+    'bc.batch_worlds': 'int >= 1',
+    'bc.lr': 'float > 0',
+    'mesh.num_devices': 'int >= 0',  # 0 = all devices.
+    'train.total_agent_steps': 'int >= 0',
+    'train.steps_per_iteration': 'int >= 1',
+    'train.log_every': 'int >= 1',  # Iteration counts divide by these two.
+    'train.checkpoint_every': 'int >= 1',
+    'train.eval_every': 'int >= 0',  # 0 = never.
+    'train.video_every': 'int >= 0',
+    'train.max_iterations': 'int >= 0',
+    'train.time_budget_s': 'float >= 0',
+}
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(',') if p and p != 'default']

@@ -355,7 +355,12 @@ def markdown_report(realism: dict[str, dict], speeds: list[dict], study: Optiona
                     header: str) -> str:
   cols = ['meta_metric', 'kinematic', 'interactive', 'map_based', 'min_ade',
           'collision_rate', 'offroad_rate', 'traffic_light_violation_rate']
-  lines = [header, '']
+  lines = [header, '',
+           'Legend: `meta_metric`, `kinematic`, `interactive`, `map_based` and the feature '
+           'likelihoods are WOSAC likelihood scores in [0, 1], higher is better (log replay '
+           'is the ceiling); `min_ade` is the minimum over rollouts of the mean distance to '
+           'the log, metres, lower is better; `*_rate` columns are fractions of (rollout, '
+           'evaluated agent) pairs with at least one event in 8 s, lower is better.', '']
   for version in ('2025', '2024'):
     lines += [f'## Realism (WOSAC {version} config)', '',
               '| policy | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
@@ -452,6 +457,10 @@ def plot_report(realism: dict[str, dict], histograms: dict[str, dict], study: Op
       ax.scatter(xs, ys)
       for p, x, y in zip(study.planners, xs, ys):
         ax.annotate(p, (x, y), fontsize=6)
+      # Equal scores under both sim-agent sets lie on y = x; rank changes show off it.
+      lo, hi = min(xs + ys), max(xs + ys)
+      ax.plot([lo, hi], [lo, hi], 'k--', lw=0.8, label='y = x')
+      ax.legend(fontsize=6)
       ax.set_xlabel(f'planner score vs {a}')
       ax.set_ylabel(f'planner score vs {b}')
     fig.tight_layout()
