@@ -23,6 +23,8 @@ _SOURCE = flags.DEFINE_string('source', None, 'Trained reference (export or work
 _COMMAND = flags.DEFINE_string('command', None, 'The command that trained it.',
                                required=True)
 _OUT = flags.DEFINE_string('out', default.SHIPPED_DIR, 'Package directory.')
+_COMMIT = flags.DEFINE_string('commit', '', 'Commit the reference was trained at (default: '
+                              'this checkout\'s HEAD, +dirty with uncommitted changes).')
 
 
 def _commit() -> str:
@@ -39,7 +41,8 @@ def _commit() -> str:
 def main(argv):
   del argv
   quiet_third_party_logging()
-  path = default.ship_reference(_SOURCE.value, _COMMAND.value, _commit(), _OUT.value)
+  path = default.ship_reference(_SOURCE.value, _COMMAND.value, _COMMIT.value or _commit(),
+                                _OUT.value)
   print(f'shipped {_SOURCE.value} -> {path}: {default.shipped_reference_info(_OUT.value)}')
 
 

@@ -77,7 +77,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.realism.num_steps = 40  # Decision steps (8 s).
   c.realism.batch_size = 4  # Scenes per compiled call.
   c.realism.top_k = 32  # Reference sampling.
-  c.realism.temperature = 1.0
+  # Chosen on validation seeds (10_000_000 + i, 16 scenes x 8 rollouts): the packaged
+  # reference scores meta 0.665 at T = 0.7 against 0.663 at T = 1 and 0.564 greedy, and
+  # leaves the road less (0.086 vs 0.121 off-road excluding agents off-road in the log).
+  c.realism.temperature = 0.7
   # Learned policies sample among their top-k tokens (0 = the whole distribution; the
   # paper reports SPACER with top-5).
   c.realism.learned_top_k = 0

@@ -526,7 +526,8 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
                      f'reference:PATH, spacer:WORKDIR, ppo:WORKDIR, hr_ppo:WORKDIR.')
   if not path:
     raise ValueError(f'policy spec {spec!r} needs a path: {kind}:PATH.')
-  if not os.path.exists(path):
+  packaged = kind == 'reference' and path == 'default'  # a name, not a path
+  if not packaged and not os.path.exists(path):
     raise FileNotFoundError(f'policy spec {spec!r}: {path!r} does not exist.')
   if kind == 'reference':
     if path == 'default':  # The packaged default reference (trained if it is stale).

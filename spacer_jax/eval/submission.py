@@ -22,6 +22,8 @@ builds them from simulator trajectories (every object valid at step 10 is a sim 
 as the challenge requires), ``submission_to_rollouts`` maps them back onto a state's
 object slots, and ``write_scenarios`` exports the scenarios themselves as WOMD
 ``Scenario`` records so that the official evaluator can score the files.
+``encode_submission_entry`` and ``encode_metadata`` are the two halves of a submission,
+for writing a large one a scenario at a time (``spacer_jax.apps.export_wosac``).
 """
 
 from __future__ import annotations
@@ -226,8 +228,22 @@ def encode_scenario_rollouts(rollouts: ScenarioRollouts) -> bytes:
 def encode_submission(scenario_rollouts: Sequence[ScenarioRollouts],
                       metadata: SubmissionMetadata = SubmissionMetadata()) -> bytes:
   """Serialized ``SimAgentsChallengeSubmission``."""
-  parts = [_len_field(1, encode_scenario_rollouts(s)) for s in scenario_rollouts]
-  parts.append(_key(2, _VARINT) + _varint(metadata.submission_type))
+  return (b''.join(encode_submission_entry(s) for s in scenario_rollouts)
+          + encode_metadata(metadata))
+
+
+def encode_submission_entry(rollouts: ScenarioRollouts) -> bytes:
+  """One scenario as a ``scenario_rollouts`` field of the submission message.
+
+  A submission is these entries and :func:`encode_metadata` concatenated (protobuf
+  fields may come in any order), so a large export can stream one scenario at a time.
+  """
+  return _len_field(1, encode_scenario_rollouts(rollouts))
+
+
+def encode_metadata(metadata: SubmissionMetadata = SubmissionMetadata()) -> bytes:
+  """The submission-level fields of ``SimAgentsChallengeSubmission`` (no rollouts)."""
+  parts = [_key(2, _VARINT) + _varint(metadata.submission_type)]
   for name, number in _META_STRINGS.items():
     if getattr(metadata, name):
       parts.append(_len_field(number, getattr(metadata, name).encode()))
