@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from factories import small_realism_options
 
 from experiments.configs import reference as reference_configs
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_reference, train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
-from spacer_jax.eval import RealismOptions, aggregate, compute_realism, sim_agents
+from spacer_jax.eval import aggregate, compute_realism, sim_agents
 from spacer_jax.eval import sim_agent_policies as policies
 from spacer_jax.eval.sim_agents import Motion, closed_loop_fn
 from spacer_jax.models import init_reference
@@ -28,7 +29,6 @@ from spacer_jax.sim import agents, builders
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
-from spacer_jax.sim.metrics import road_edges
 from spacer_jax.sim.rollout import rollout
 from spacer_jax.spacer import train as spacer_train
 from spacer_jax.spacer.rewards import AgentStatus
@@ -516,12 +516,8 @@ def test_load_policy_specs_and_errors(reference, tmp_path):
 # ------------------------------------------------------------------ realism
 @pytest.mark.slow
 def test_realism_of_log_replay_beats_constant_velocity(scenes, scripted):
-  options = RealismOptions(
-      max_evaluated_objects=9, rollout_batch_size=None, road_edge_fallback=64,
-      red_light_checks=16, max_lane_points=512,
-      road_edge_index=road_edges.RoadEdgeIndexConfig(grid_size=32, block_size=4,
-                                                     candidates_per_cell=32,
-                                                     candidates_per_block=256))
+  options = small_realism_options(max_evaluated_objects=9, road_edge_fallback=64,
+                                  red_light_checks=16)
   log, cv = (aggregate(compute_realism(scenes, scripted[name], options=options))
              for name in ('log_replay', 'constant_velocity'))
   assert float(log.meta_metric) > float(cv.meta_metric) + 0.2, (log.meta_metric,

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from typing import Any
 
 from spacer_jax.models.config import ReferenceConfig
-from spacer_jax.training.checkpoints import Checkpointer
+from spacer_jax.training.checkpoints import Checkpointer, staged_directory
 
 FORMAT = 'spacer_jax.reference/1'
 EXPORT_SUBDIR = 'export'
@@ -57,25 +55,11 @@ def save_reference(directory: str, config: ReferenceConfig, params: Any,
   # Written beside the target and swapped in whole: re-exporting the same step (a run
   # resumed after its export but before finishing) replaces it instead of failing, and
   # a reader never sees a half-written export.
-  directory = os.path.abspath(directory)
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix='.export_')
-  try:
+  with staged_directory(directory, prefix='.export_') as staging:
     ckpt = Checkpointer(staging, max_to_keep=1)
     ckpt.save(step, {'params': params}, meta)
     ckpt.close()
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(dir=parent, prefix='.old_export_')
-      os.rename(directory, os.path.join(old, 'export'))
-      os.rename(staging, directory)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(staging, directory)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  return directory
+  return os.path.abspath(directory)
 
 
 def _export_dir(path: str) -> str:

@@ -22,19 +22,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Optional
 
 from spacer_jax.models.checkpoint import EXPORT_SUBDIR, load_reference, save_reference
 from spacer_jax.tokens.vocabulary import (
-    DEFAULT_RECIPE,
-    DEFAULT_STEPS_PER_TOKEN,
-    cache_dir,
-    default_vocabulary_path,
-    get_or_build_default_vocabulary,
-    load_vocabulary_metadata,
+  DEFAULT_RECIPE,
+  DEFAULT_STEPS_PER_TOKEN,
+  cache_dir,
+  default_vocabulary_path,
+  get_or_build_default_vocabulary,
+  load_vocabulary_metadata,
 )
+from spacer_jax.training.checkpoints import staged_directory
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets',
                            'default_reference')
@@ -103,10 +103,7 @@ def ship_reference(source: str, command: str, commit: str,
   """
   loaded = load_reference(source)
   vocab_meta = load_vocabulary_metadata(loaded.vocabulary_path)
-  parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix='.ship_')
-  try:
+  with staged_directory(directory, prefix='.ship_') as staging:
     vocab_path = os.path.join(staging, SHIPPED_VOCABULARY)
     shutil.copyfile(loaded.vocabulary_path, vocab_path)
     if os.path.exists(loaded.vocabulary_path + '.json'):
@@ -130,16 +127,6 @@ def ship_reference(source: str, command: str, commit: str,
     }
     with open(os.path.join(staging, SHIP_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
-    old = None
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(dir=parent, prefix='.old_')
-      os.rename(directory, os.path.join(old, 'x'))
-    os.rename(staging, directory)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return os.path.join(directory, EXPORT_SUBDIR)
 
 

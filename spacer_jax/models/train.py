@@ -29,7 +29,6 @@ from spacer_jax.models.api import (
     build_reference_inputs,
     init_reference,
     reference_log_probs,
-    scene_center,
 )
 from spacer_jax.models.config import ReferenceConfig
 from spacer_jax.models.losses import next_token_loss
@@ -40,7 +39,7 @@ from spacer_jax.models.rollout import (
     rollout_with_selector,
     sampling_selector,
 )
-from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState, Trajectory
+from spacer_jax.sim.datatypes import SimulatorState, Trajectory
 from spacer_jax.tokens.token_env import TokenEnvironment
 from spacer_jax.tokens.tokenize import tokenize
 from spacer_jax.tokens.vocabulary import TokenVocabulary
@@ -69,14 +68,6 @@ def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0,
       decay_steps=max(total_steps, warmup + 1), end_value=lr * end_lr_fraction)
   return optax.chain(optax.clip_by_global_norm(grad_clip),
                      optax.adamw(schedule, weight_decay=weight_decay))
-
-
-def map_center(scenarios: SimulatorState, step: int = INIT_STEPS - 1) -> jax.Array:
-  """``(..., 2)`` map centre: the logged SDC position at ``step`` (the current step), the
-  centre the rollout uses too, so teacher forcing and closed loop see the same map."""
-  return scene_center(scenarios.replace(
-      sim_trajectory=scenarios.log_trajectory,
-      timestep=jnp.full(scenarios.shape, step, jnp.int32)))
 
 
 def make_inputs(vocab: TokenVocabulary, scenarios: SimulatorState,
@@ -308,5 +299,5 @@ def tokens_per_batch(inputs: ReferenceInputs) -> int:
 
 __all__ = ['LogBatch', 'TrainState', 'catk_inputs', 'closed_loop_metrics', 'eval_step',
            'init_train_state', 'log_batch', 'make_catk_train_step', 'make_inputs',
-           'make_optimizer', 'make_train_step', 'map_center', 'noised_inputs',
+           'make_optimizer', 'make_train_step', 'noised_inputs',
            'rollout_errors', 'tokens_per_batch']

@@ -15,7 +15,11 @@ sharding.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import jax
@@ -37,6 +41,30 @@ def _write_replicated_arrays_once() -> None:
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
         override=True)
     _ARRAY_HANDLER_SET = True
+
+
+@contextlib.contextmanager
+def staged_directory(directory: str, prefix: str = '.staging_') -> Iterator[str]:
+  """An empty directory beside ``directory`` to write into; when the block succeeds it
+  replaces ``directory`` whole (the old one is deleted only after the swap), when it
+  fails it is deleted and ``directory`` stays as it was. Readers never see a half-written
+  directory, and rewriting one that exists replaces it instead of failing."""
+  directory = os.path.abspath(directory)
+  parent = os.path.dirname(directory)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=prefix)
+  try:
+    yield staging
+    old = None
+    if os.path.exists(directory):
+      old = tempfile.mkdtemp(dir=parent, prefix='.old' + prefix)
+      os.rename(directory, os.path.join(old, os.path.basename(directory)))
+    os.rename(staging, directory)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
 
 
 class Checkpointer:
