@@ -15,20 +15,32 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.configs import tokens as tokens_config
 from spacer_jax.data.generator import GeneratorConfig, generate_scenario
 from spacer_jax.tokens import builder, vocabulary
 from spacer_jax.tokens.tokenize import mean_error_by_type
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.config_checks import check_command_line, validate
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
+_DEFAULT_CONFIG = 'experiments/configs/tokens.py'
+if __name__ == '__main__':
+  # Unknown --config.* keys get one line and a did-you-mean. Here, not next to app.run:
+  # without --config, DEFINE_config_file parses the default and its overrides at once.
+  check_command_line(_DEFAULT_CONFIG)
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/tokens.py', 'Vocabulary configuration.', lock_config=True)
+    'config', _DEFAULT_CONFIG, 'Vocabulary configuration.', lock_config=True)
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.', required=True)
 
 
 def _build_states(config):
   """Build scenarios and a JSON description of where they come from."""
   if config.data:
-    from spacer_jax.data.womd import make_dataset
+    from spacer_jax.data.womd import make_dataset, set_format_flag
+    set_format_flag('--config.data_format')  # How a wrong-format hint names it here.
     dataset = make_dataset(config.data, format=config.data_format, batch_size=None)
     states = (s for _, s in zip(range(config.max_records), dataset))
     return states, {'kind': 'womd', 'pattern': config.data, 'format': config.data_format,
@@ -46,6 +58,8 @@ def main(argv):
   del argv
   quiet_third_party_logging()
   config = _CONFIG.value
+  # Bad values are refused where they were typed, before any work or file.
+  validate(config, tokens_config.RULES)
   build = builder.BuildConfig(
       num_tokens=config.num_tokens, steps_per_token=config.steps_per_token,
       max_segments=config.max_segments, max_candidates=config.max_candidates,
@@ -76,4 +90,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

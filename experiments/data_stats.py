@@ -18,6 +18,7 @@ from absl import app, flags
 
 from spacer_jax.data import stats, womd, writer
 from spacer_jax.sim.builders import stack_states
+from spacer_jax.training.console import parse_flags, report_user_errors
 
 _DATA = flags.DEFINE_string('data', None, 'Glob(s) of TFRecord files to read.')
 _FORMAT = flags.DEFINE_enum('format', 'tf_example', womd.dataset.FORMATS, 'Record format.')
@@ -53,10 +54,24 @@ def _batches():
   return (stack_states(b) for b in batches), reader
 
 
+def _check_flags() -> None:
+  """Raises ValueError naming the first flag the statistics cannot run with."""
+  if (_DATA.value is None) == (_GENERATE.value is None):
+    raise ValueError('give exactly one of --data and --generate')
+  for flag, value, least in (('--generate', _GENERATE.value, 1),
+                             ('--max_scenarios', _MAX.value, 0),
+                             ('--num_objects', _OBJECTS.value, 1),
+                             ('--num_roadgraph_points', _POINTS.value, 1),
+                             ('--num_workers', _WORKERS.value, 1),
+                             ('--batch_size', _BATCH.value, 1)):
+    if value is not None and value < least:
+      raise ValueError(f'{flag} must be >= {least}, got {value}')
+
+
 def main(argv):
   del argv
-  if (_DATA.value is None) == (_GENERATE.value is None):
-    raise app.UsageError('give exactly one of --data and --generate.')
+  _check_flags()
+  womd.set_format_flag('--format')  # How a wrong-format hint names it here.
   batches, reader = _batches()
   result = stats.realism_stats(batches)
   print(result.table())
@@ -74,4 +89,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(report_user_errors(main), flags_parser=parse_flags)

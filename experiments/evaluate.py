@@ -15,8 +15,13 @@ from ml_collections import config_flags
 
 from experiments.configs import evaluate as evaluate_config
 from spacer_jax.apps import evaluate
+from spacer_jax.training import runs
 from spacer_jax.training.config_checks import check_command_line, validate
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _DEFAULT_CONFIG = 'experiments/configs/evaluate.py'
 if __name__ == '__main__':
@@ -40,10 +45,12 @@ def main(argv):
   if _NUM_SCENARIOS.value is not None:
     with config.unlocked():
       config.data.num_scenarios = _NUM_SCENARIOS.value
-  # Bad values (--num_scenarios included) are refused before any JAX work or file.
+  # Bad values (--num_scenarios included) and an unusable workdir are refused before
+  # any JAX work or file.
   validate(config, evaluate_config.RULES)
+  runs.check_workdir(_WORKDIR.value)
   evaluate.run_evaluation(config, _WORKDIR.value, _CHECKPOINTS.value)
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

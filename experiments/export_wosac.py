@@ -17,8 +17,13 @@ steps at 10 Hz), atomically; prints a line per scenario. Read it back with
 from absl import app, flags
 
 from spacer_jax.apps import export_wosac
+from spacer_jax.data.womd import set_format_flag
 from spacer_jax.eval.submission import SubmissionMetadata
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _POLICY = flags.DEFINE_string('policy', None, 'Sim-agent policy spec (load_policy).',
                               required=True)
@@ -49,6 +54,7 @@ _ACK = flags.DEFINE_bool('acknowledge_closed_loop', False, 'Submission: acknowle
 def main(argv):
   del argv
   quiet_third_party_logging()
+  set_format_flag('--format')  # How a wrong-format hint names it here.
   metadata = SubmissionMetadata(
       account_name=_ACCOUNT.value, unique_method_name=_METHOD.value,
       authors=tuple(_AUTHORS.value), affiliation=_AFFILIATION.value,
@@ -61,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

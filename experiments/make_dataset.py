@@ -9,13 +9,16 @@ summary of every split in ``--out``. Read the result with
 ``spacer_jax.data.womd.make_dataset('OUT/train/*', max_num_objects=64)``.
 """
 
-import sys
-
 from absl import app, flags
 
 from spacer_jax.apps import make_dataset
 from spacer_jax.data import writer
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training import runs
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _OUT = flags.DEFINE_string('out', None, 'Dataset root directory.', required=True)
 _NUM = flags.DEFINE_integer('num_scenarios', None, 'Scenarios in the split.', required=True)
@@ -31,15 +34,15 @@ _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 def main(argv):
   del argv
   quiet_third_party_logging()
-  try:
-    config = writer.WriterConfig(
-        out_dir=_OUT.value, num_scenarios=_NUM.value, split=_SPLIT.value,
-        seed=_SEED.value, num_objects=_OBJECTS.value, num_roadgraph_points=_POINTS.value,
-        shard_size=_SHARD.value, num_workers=_WORKERS.value)
-    make_dataset.run(config, progress=_PROGRESS.value)
-  except (ValueError, RuntimeError) as e:  # bad flags, refused resume, busy folder
-    sys.exit(f'make_dataset: {e}')
+  # Bad flags, then an unusable --out, are refused before anything is written.
+  config = writer.WriterConfig(
+      out_dir=_OUT.value, num_scenarios=_NUM.value, split=_SPLIT.value,
+      seed=_SEED.value, num_objects=_OBJECTS.value, num_roadgraph_points=_POINTS.value,
+      shard_size=_SHARD.value, num_workers=_WORKERS.value)
+  runs.check_workdir(_OUT.value, '--out')
+  make_dataset.run(config, progress=_PROGRESS.value)
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  # A refused resume or a busy folder is the user's to resolve, like a bad flag.
+  app.run(report_user_errors(main, also=(writer.WriteRefused,)), flags_parser=parse_flags)

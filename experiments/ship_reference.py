@@ -16,7 +16,11 @@ import subprocess
 from absl import app, flags
 
 from spacer_jax.models import default
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _SOURCE = flags.DEFINE_string('source', None, 'Trained reference (export or workdir).',
                               required=True)
@@ -47,4 +51,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

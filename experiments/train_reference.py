@@ -17,8 +17,13 @@ from ml_collections import config_flags
 
 from experiments.configs import reference as reference_config
 from spacer_jax.apps import train_reference
+from spacer_jax.training import runs
 from spacer_jax.training.config_checks import check_command_line, validate
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _DEFAULT_CONFIG = 'experiments/configs/reference.py'
 if __name__ == '__main__':
@@ -33,10 +38,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.', required=True)
 def main(argv):
   del argv
   quiet_third_party_logging()
-  # Bad values are refused where they were typed, before any JAX work or file.
+  # Bad values and an unusable workdir are refused where they were typed, before any
+  # JAX work or file.
   validate(_CONFIG.value, reference_config.RULES)
+  runs.check_workdir(_WORKDIR.value)
   train_reference.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

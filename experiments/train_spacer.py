@@ -24,8 +24,13 @@ from ml_collections import config_flags
 from experiments.configs import spacer as spacer_config
 from spacer_jax.apps import train_spacer
 from spacer_jax.parallel import maybe_initialize
+from spacer_jax.training import runs
 from spacer_jax.training.config_checks import check_command_line, validate
-from spacer_jax.training.console import quiet_third_party_logging, report_user_errors
+from spacer_jax.training.console import (
+    parse_flags,
+    quiet_third_party_logging,
+    report_user_errors,
+)
 
 _DEFAULT_CONFIG = 'experiments/configs/spacer.py'
 if __name__ == '__main__':
@@ -55,8 +60,10 @@ _PROCESS_ID = flags.DEFINE_integer(
 def main(argv):
   del argv
   quiet_third_party_logging()
-  # Bad values are refused where they were typed, before any JAX work or file.
+  # Bad values and an unusable workdir are refused where they were typed, before any
+  # JAX work or file.
   validate(_CONFIG.value, spacer_config.RULES)
+  runs.check_workdir(_WORKDIR.value)
   # Before anything touches a JAX backend.
   maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                    _PROCESS_ID.value)
@@ -68,4 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(report_user_errors(main))
+  app.run(report_user_errors(main), flags_parser=parse_flags)

@@ -9,14 +9,17 @@ import pytest
 
 from experiments.configs import evaluate as evaluate_configs
 from experiments.configs import reference as reference_configs
+from experiments.configs import sim_demo as sim_demo_configs
 from experiments.configs import spacer as spacer_configs
+from experiments.configs import tokens as tokens_configs
 from spacer_jax.training import config_checks
 from spacer_jax.training.config_checks import ConfigError, InvalidRuleError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIGS = {'spacer': spacer_configs, 'reference': reference_configs,
-           'evaluate': evaluate_configs}
+           'evaluate': evaluate_configs, 'sim_demo': sim_demo_configs,
+           'tokens': tokens_configs}
 
 
 # --------------------------------------------------------------------------- overrides
@@ -84,6 +87,8 @@ def test_check_command_line_is_one_line_and_exit_2(capsys, monkeypatch):
     ('reference', ''), ('reference', 'cpu'), ('reference', 'tiny'), ('reference', 'catk'),
     ('reference', 'cpu,catk'), ('reference', 'tiny,catk'),
     ('evaluate', ''), ('evaluate', 'cpu'), ('evaluate', 'tiny'),
+    ('sim_demo', ''), ('sim_demo', 'tiny'),
+    ('tokens', ''), ('tokens', 'tiny'), ('tokens', 'smart'),
 ])
 def test_default_configs_of_every_variant_pass(name, variant):
   module = CONFIGS[name]
@@ -145,6 +150,16 @@ def test_bad_rules_are_bugs_not_user_errors():
   with pytest.raises(InvalidRuleError, match='ppo.learning_rate'):
     config_checks.validate(config, {'ppo.learning_rate': '> 0'})
   assert not issubclass(InvalidRuleError, ValueError)
+
+
+def test_sim_demo_and_token_rules_follow_the_library():
+  from spacer_jax.data.womd.dataset import FORMATS
+  from spacer_jax.sim import agents
+  from spacer_jax.sim.config import ControlledObjects
+  rules = sim_demo_configs.RULES
+  assert set(rules['sim_agent']) == set(agents._AGENTS)  # What get_sim_agent builds.
+  assert set(rules['controlled_object']) == {c.value for c in ControlledObjects}
+  assert set(tokens_configs.RULES['data_format']) == set(FORMATS)
 
 
 def test_model_size_rules_follow_the_model_sizes():

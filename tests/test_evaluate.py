@@ -66,6 +66,19 @@ def test_evaluate_writes_the_report_and_resumes(tmp_path, spacer_workdir):
   text = open(os.path.join(workdir, 'report.md')).read()
   assert '## Speed and size' in text and 'log_replay' in text
   assert '## Rates per agent type' in text and 'off-road excl. log' in text
+  # The tiny sample is flagged (2 scenes, 2 rollouts, 8 of 80 steps), each policy's weights
+  # are named, the missing reference is said in words and outliers are listed.
+  assert text.count('> **Warning: small sample**') == 3
+  sample = report['sample']
+  assert (sample['num_scenes'], sample['rollouts_per_scene']) == (2, 2)
+  assert len(sample['warnings']) == 3 and sample['evaluated_agents']['total'] > 0
+  assert report['policies']['log_replay'] == {'spec': 'log_replay', 'source': 'no weights',
+                                              'step': None}
+  assert report['policies'][labels[2]] == {'spec': f'spacer:{spacer_workdir}',
+                                           'source': spacer_workdir, 'step': 1}
+  assert f'| {labels[2]} | `spacer:{spacer_workdir}` | {spacer_workdir} | 1 |' in text
+  assert 'No reference policy was evaluated' in text
+  assert '## Outliers' in text and set(report['outliers']['counts']) == {'log', *labels}
   # Every agent valid at the current step stays in the rollouts (WOSAC's sim set), and
   # the per-type counts add up.
   assert log['invalid_sim_steps'] == 0

@@ -178,7 +178,7 @@ def test_a_failed_export_leaves_the_previous_file_alone(tmp_path):
   out.write_bytes(b'an earlier export')
   config = export.ExportConfig(policy='log_replay', data=str(SCENARIO_FILE), out=str(out),
                                format='tf_example', num_rollouts=R)
-  with pytest.raises(ValueError, match='missing feature') as info:
+  with pytest.raises(ValueError, match='is a Scenario proto, not a tf.Example') as info:
     export.export_wosac(config, log=lambda line: None)
   assert str(SCENARIO_FILE) in str(info.value) and 'record 0' in str(info.value)
   assert out.read_bytes() == b'an earlier export'

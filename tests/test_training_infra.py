@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spacer_jax.training import Checkpointer, MetricLogger, format_progress
+from spacer_jax.training import (
+  Checkpointer,
+  MetricLogger,
+  Progress,
+  format_duration,
+  format_progress,
+)
 
 
 def test_checkpoint_round_trip_and_latest(tmp_path):
@@ -46,7 +52,9 @@ def test_logger_writes_events_jsonl_and_progress(tmp_path):
   values = log.write(4, {'loss': jnp.float32(0.5), 'acc': np.array([1.0, 0.0])})
   log.close()
   assert values == {'loss': 0.5, 'acc': 0.5}
-  assert out.getvalue().strip() == 'step 4/10 | loss 0.5'
+  line = out.getvalue().strip()
+  assert line.startswith('step 4/10 | [########------------] 40% | ')
+  assert line.endswith('elapsed | loss 0.5')  # No rate from a single line: no ETA yet.
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tb'))
   line = json.loads(open(tmp_path / 'metrics.jsonl').read().splitlines()[0])
   assert line['step'] == 4 and line['acc'] == 0.5
@@ -62,3 +70,33 @@ def test_nan_guard_names_the_metric(tmp_path):
 def test_format_progress_orders_keys():
   line = format_progress(3, None, {'b': 2.0, 'a': 123456.0}, keys=['b', 'a'])
   assert line == 'step 3 | b 2 | a 1.23e+05'
+
+
+class _FakeClock:
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_progress_eta_from_the_rate_after_the_first_line():
+  clock = _FakeClock()
+  progress = Progress(total=100, clock=clock)
+  clock.now += 30.0  # Compile and the first 10 steps.
+  assert progress.describe(10) == '[##------------------] 10% | 30s elapsed'
+  clock.now += 20.0  # 10 steps at 2 s each: 80 steps left, 160 s.
+  assert progress.describe(20) == '[####----------------] 20% | 50s elapsed | eta 2m40s'
+
+
+def test_progress_eta_capped_by_the_time_budget():
+  clock = _FakeClock()
+  progress = Progress(total=1000, time_budget_s=120.0, clock=clock)
+  progress.describe(1)
+  clock.now += 60.0  # 1 step per 60 s would take hours; the budget ends it in 60 s.
+  assert progress.describe(2) == '[##########----------] 50% | 1m00s elapsed | eta 1m00s'
+
+
+def test_format_duration():
+  assert [format_duration(s) for s in (0.4, 59, 187, 3725)] == ['0s', '59s', '3m07s',
+                                                                  '1h02m']

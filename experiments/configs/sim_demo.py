@@ -8,6 +8,19 @@ Variants: ``sim_demo.py:tiny`` (seconds, for tests).
 
 import ml_collections
 
+# What experiments.sim_demo accepts, checked where the user typed it (before anything is
+# written; grammar in spacer_jax.training.config_checks). Every variant's defaults pass.
+RULES = {
+    'seed': 'int >= 0',  # Generator seeds; numpy refuses negative ones.
+    'num_scenarios': 'int >= 1',
+    'num_objects': 'int >= 1',
+    'num_roadgraph_points': 'int >= 1',
+    'sim_agent': ('log_replay', 'constant_velocity', 'idm'),  # sim.agents.get_sim_agent.
+    'controlled_object': ('sdc', 'modeled', 'valid'),  # sim.config.ControlledObjects.
+    'num_render': 'int >= 0',
+    'view_radius': 'float > 0',
+}
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -10,6 +10,33 @@ Variants: ``tokens.py:tiny`` (seconds, for tests), ``tokens.py:smart`` (SMART pa
 
 import ml_collections
 
+# What experiments.build_vocabulary accepts, checked where the user typed it (before
+# anything is written; grammar in spacer_jax.training.config_checks). Every variant's
+# defaults pass. The builder's own limits: tokens.builder.BuildConfig.
+RULES = {
+    'num_tokens': 'int >= 2',  # Token 0 stands still; one more to move at all.
+    'steps_per_token': 'int >= 1',
+    'seed': 'int >= 0',
+    'max_segments': 'int >= 1',
+    'max_candidates': 'int >= 1',
+    'jitter_fraction': 'float >= 0',
+    'jitter_xy': 'float >= 0',
+    'jitter_yaw': 'float >= 0',
+    'primitives': 'bool',
+    'coverage': 'float in (0, 1]',
+    'cluster_length_scale': 'float > 0',
+    'mirror_symmetric': 'bool',
+    'data': 'str',
+    'data_format': ('tf_example', 'scenario'),
+    'max_records': 'int >= 1',
+    'first_seed': 'int >= 0',
+    'num_scenarios': 'int >= 1',
+    'num_objects': 'int >= 1',
+    'num_roadgraph_points': 'int >= 1',
+    'eval_first_seed': 'int >= 0',
+    'eval_num_scenarios': 'int >= 0',  # 0: no held-out check.
+}
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -13,9 +13,13 @@ trained policies named by ``checkpoints`` (``spacer:DIR``, ``ppo:DIR``, ``hr_ppo
   when the command runs again (delete the file to redo it).
 - ``planner_study.json``: the closed-loop planner study (IDM grid, Frenet family,
   learned egos) under each sim-agent mode, with rank correlations between modes.
-- ``report.md`` / ``report.json``: the tables; ``plots/``: metric bars per policy,
-  feature histograms (log vs simulated), planner-score scatter between modes;
-  ``videos/``: a few rollouts per policy.
+- ``report.md`` / ``report.json``: the sample (scenes, rollouts, simulated steps,
+  evaluated agents; warned about when too small to mean much), each policy's weights
+  and checkpoint step, the tables (speed-up and size reduction vs the reference), the
+  physically implausible values per policy; ``plots/``: metric bars per policy, feature
+  histograms (log vs simulated, outliers counted on the axes), planner-score scatter
+  between modes (all written by :mod:`spacer_jax.apps.evaluate_report`); ``videos/``: a
+  few rollouts per policy.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from spacer_jax.apps import evaluate_report as report_lib
 from spacer_jax.eval import realism as realism_lib
 from spacer_jax.eval.sim_agents import closed_loop_fn, realism_rollouts
 from spacer_jax.sim.builders import stack_states
@@ -40,22 +45,24 @@ from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import TokenVocabulary
 
 LEARNED_KINDS = ('spacer', 'ppo', 'hr_ppo')
-# Features plotted as histograms (log vs simulated), with their units.
-HISTOGRAM_FEATURES = {'linear_speed': 'm/s', 'linear_acceleration': 'm/s^2',
-                      'distance_to_nearest_object': 'm', 'distance_to_road_edge': 'm',
-                      'time_to_collision': 's'}
-_TYPES = tuple(realism_lib.AGENT_TYPES)
 
 
 @dataclasses.dataclass
 class PolicyEntry:
-  """One evaluated policy: its label, spec, policy object, params and vocabulary."""
+  """One evaluated policy: its label, spec, policy object, params and vocabulary.
+
+  ``source`` says where the weights came from (a checkpoint path, the packaged default
+  reference, or 'no weights' for the scripted baselines); ``step`` is the checkpoint's
+  training step (None when unknown or without weights).
+  """
 
   label: str
   spec: str
   policy: Any
   params: Any
   vocab: TokenVocabulary
+  source: str = 'no weights'
+  step: Optional[int] = None
   _run: Any = dataclasses.field(default=None, repr=False)  # Compiled closed loop.
 
   @property
@@ -141,7 +148,8 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
   for full_spec in specs:
     spec, decoding = split_decoding(full_spec)
     suffix = ''.join(f'@{k}={v}' for k, v in decoding.items())
-    if spec == 'reference:default':
+    default = spec == 'reference:default'
+    if default:
       from spacer_jax.models.default import get_or_train_default_reference
       spec = 'reference:' + get_or_train_default_reference(config.tokens.num_tokens)
       label = 'reference' + suffix
@@ -155,9 +163,36 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
         spec, env=env, vocab=None if token_policy else vocab,
         max_steps=config.realism.num_steps, **settings)
     taken.add(label)
+    source, step = weights_origin(spec, default)
     entries.append(PolicyEntry(label, spec, policy, params,
-                               getattr(policy, 'vocab', None) or vocab))
+                               getattr(policy, 'vocab', None) or vocab, source, step))
   return entries
+
+
+def weights_origin(spec: str, default: bool = False) -> tuple[str, Optional[int]]:
+  """``(source, step)`` of a loaded spec's weights (``reference:default`` already
+  resolved to its path, flagged by ``default``): 'no weights' for the scripted
+  baselines, 'packaged default reference (commit ...)' with ship.json's step, else the
+  checkpoint path and its newest step (for ``spacer:`` / ``ppo:`` / ``hr_ppo:`` the
+  self-play iteration)."""
+  kind, _, path = spec.partition(':')
+  if not path:
+    return 'no weights', None
+  from spacer_jax.models import default as default_lib
+  from spacer_jax.models.checkpoint import EXPORT_SUBDIR
+  from spacer_jax.training import Checkpointer
+  if kind != 'reference':
+    return path, Checkpointer(os.path.join(path, 'checkpoints')).latest_step()
+  export = os.path.join(path, EXPORT_SUBDIR)
+  directory = os.path.abspath(export if os.path.isdir(export) else path)
+  if directory == os.path.abspath(os.path.join(default_lib.SHIPPED_DIR, EXPORT_SUBDIR)):
+    info = default_lib.shipped_reference_info() or {}
+    commit = str(info.get('commit') or 'unknown')[:10]
+    return f'packaged default reference (commit {commit})', info.get('step')
+  # The export's checkpoint is saved at its training step (save_reference).
+  step = Checkpointer(directory).latest_step()
+  # A cached default: the packaged one did not fit today's recipes, so it was trained.
+  return (f'default reference, cached in {path}' if default else path), step
 
 
 # --------------------------------------------------------------------------- measures
@@ -239,7 +274,7 @@ def _feature_samples(features: realism_lib.WosacFeatures) -> dict[str, dict[str,
   ok = np.asarray(features.eval_ok)[..., None, :, None] & np.asarray(features.log_valid)[
       ..., None, :, :]  # (B, 1, E, T)
   out = {}
-  for name in HISTOGRAM_FEATURES:
+  for name in report_lib.HISTOGRAM_FEATURES:
     v = np.asarray(getattr(features, name))  # (B, S, E, T)
     mask = np.broadcast_to(ok, v.shape) & np.isfinite(v)
     out[name] = {'log': v[:, 0][mask[:, 0]], 'sim': v[:, 1:][mask[:, 1:]]}
@@ -329,146 +364,6 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
                            jit_options=_jit_options(config))
 
 
-# --------------------------------------------------------------------------- report
-def speed_table(speeds: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-  """Rows of the speed / size table, with each learned policy's ratios to the first
-  reference (speed-up and size reduction)."""
-  ref = next((v for k, v in speeds.items() if k.startswith('reference')), None)
-  rows = []
-  for label, s in speeds.items():
-    row = {'policy': label, **s}
-    if ref is not None and label.partition('_')[0] in LEARNED_KINDS + ('spacer',):
-      row['speedup_vs_reference'] = s['scenarios_per_s'] / ref['scenarios_per_s']
-      row['size_reduction_vs_reference'] = (ref['num_params'] / s['num_params']
-                                            if s['num_params'] else math.inf)
-    rows.append(row)
-  return rows
-
-
-def _fmt(v: Any) -> str:
-  if isinstance(v, float):
-    return 'nan' if math.isnan(v) else (f'{v:.4f}' if abs(v) < 100 else f'{v:,.0f}')
-  return str(v)
-
-
-def markdown_report(realism: dict[str, dict], speeds: list[dict], study: Optional[dict],
-                    header: str) -> str:
-  cols = ['meta_metric', 'kinematic', 'interactive', 'map_based', 'min_ade',
-          'collision_rate', 'offroad_rate', 'traffic_light_violation_rate']
-  lines = [header, '',
-           'Legend: `meta_metric`, `kinematic`, `interactive`, `map_based` and the feature '
-           'likelihoods are WOSAC likelihood scores in [0, 1], higher is better (log replay '
-           'is the ceiling); `min_ade` is the minimum over rollouts of the mean distance to '
-           'the log, metres, lower is better; `*_rate` columns are fractions of (rollout, '
-           'evaluated agent) pairs with at least one event in 8 s, lower is better.', '']
-  for version in ('2025', '2024'):
-    lines += [f'## Realism (WOSAC {version} config)', '',
-              '| policy | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
-    for label, r in realism.items():
-      lines.append(f'| {label} | ' + ' | '.join(_fmt(r[version][c]) for c in cols) + ' |')
-    lines.append('')
-  feats = list(realism_lib.FEATURE_NAMES)
-  lines += ['## Feature likelihoods (2025)', '', '| policy | ' + ' | '.join(feats) + ' |',
-            '|---|' + '---|' * len(feats)]
-  for label, r in realism.items():
-    lines.append(f'| {label} | ' + ' | '.join(_fmt(r['2025'][f]) for f in feats) + ' |')
-  lines += ['', '## Rates per agent type', '',
-            'Fractions of (rollout, evaluated agent) pairs with a collision / off-road '
-            'event, per type (mean over the scenes holding that type); "excl. log" leaves '
-            'out the agents already off road in the log (at the current step or a logged '
-            'future step), counted in "log off-road".', '',
-            '| policy | ' + ' | '.join(f'collision {t}' for t in _TYPES) + ' | '
-            + ' | '.join(f'off-road {t}' for t in _TYPES)
-            + ' | off-road excl. log | log off-road | evaluated (' + ' / '.join(_TYPES)
-            + ') |', '|---|' + '---|' * (2 * len(_TYPES) + 3)]
-  nan = math.nan
-  for label, r in realism.items():
-    r = r['2025']  # Rates do not depend on the config version.
-    # Results files written before these counts existed lack them.
-    count = lambda name, r=r: str(int(r[name])) if name in r else '-'
-    cells = ([_fmt(r.get(f'collision_rate_{t}', nan)) for t in _TYPES]
-             + [_fmt(r.get(f'offroad_rate_{t}', nan)) for t in _TYPES]
-             + [_fmt(r.get('offroad_rate_excl_log_offroad', nan)), count('num_log_offroad'),
-                ' / '.join(count(f'num_evaluated_{t}') for t in _TYPES)])
-    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
-  lines += ['', '## Speed and size (same batch, same device)', '',
-            '| policy | parameters | scenarios/s | batch | speed-up vs reference | '
-            'size reduction vs reference |', '|---|---|---|---|---|---|']
-  for row in speeds:
-    lines.append(f"| {row['policy']} | {int(row['num_params']):,} | "
-                 f"{row['scenarios_per_s']:.3f} | {int(row['batch_size'])} | "
-                 f"{_fmt(row.get('speedup_vs_reference', '-'))} | "
-                 f"{_fmt(row.get('size_reduction_vs_reference', '-'))} |")
-  lines.append('')
-  if study is not None:
-    lines += ['## Closed-loop planner study', '', study['markdown']]
-  lines += ['Plots: `plots/`; videos: `videos/`; raw numbers: `report.json`.', '']
-  return '\n'.join(lines)
-
-
-def plot_report(realism: dict[str, dict], histograms: dict[str, dict], study: Optional[Any],
-                out_dir: str) -> list[str]:
-  """Metric bars per policy, feature histograms and planner-score scatter plots."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  os.makedirs(out_dir, exist_ok=True)
-  paths = []
-  labels = list(realism)
-  metrics = ['meta_metric', 'kinematic', 'interactive', 'map_based']
-  fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(labels), 3.5))
-  width = 0.8 / len(metrics)
-  for i, m in enumerate(metrics):
-    ax.bar(np.arange(len(labels)) + i * width, [realism[k]['2025'][m] for k in labels],
-           width, label=m)
-  ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=20)
-  ax.set_ylabel('likelihood (WOSAC 2025)')
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, 'realism_bars.png'))
-  fig.savefig(paths[-1], dpi=120)
-  plt.close(fig)
-
-  if histograms:
-    fig, axes = plt.subplots(1, len(HISTOGRAM_FEATURES), figsize=(4 * len(HISTOGRAM_FEATURES), 3))
-    for ax, (name, unit) in zip(axes, HISTOGRAM_FEATURES.items()):
-      first = next(iter(histograms.values()))[name]['log']
-      values = [first] + [h[name]['sim'] for h in histograms.values()]
-      finite = np.concatenate([v for v in values if v.size]) if any(
-          v.size for v in values) else np.zeros(1)
-      lo, hi = np.percentile(finite, [1, 99]) if finite.size > 1 else (0.0, 1.0)
-      bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 40)
-      ax.hist(first, bins, density=True, histtype='step', color='k', lw=2, label='log')
-      for label, h in histograms.items():
-        ax.hist(h[name]['sim'], bins, density=True, histtype='step', label=label)
-      ax.set_xlabel(f'{name} ({unit})')
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, 'feature_histograms.png'))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-  if study is not None and len(study.modes) > 1:
-    pairs = [(a, b) for i, a in enumerate(study.modes) for b in study.modes[i + 1:]]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), squeeze=False)
-    for ax, (a, b) in zip(axes[0], pairs):
-      xs = [study.table[a][p]['score'] for p in study.planners]
-      ys = [study.table[b][p]['score'] for p in study.planners]
-      ax.scatter(xs, ys)
-      for p, x, y in zip(study.planners, xs, ys):
-        ax.annotate(p, (x, y), fontsize=6)
-      # Equal scores under both sim-agent sets lie on y = x; rank changes show off it.
-      lo, hi = min(xs + ys), max(xs + ys)
-      ax.plot([lo, hi], [lo, hi], 'k--', lw=0.8, label='y = x')
-      ax.legend(fontsize=6)
-      ax.set_xlabel(f'planner score vs {a}')
-      ax.set_ylabel(f'planner score vs {b}')
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, 'planner_scores.png'))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-  return paths
-
 
 def _write_json(path: str, obj: Any) -> None:
   """Atomic JSON write (NaN / inf as null)."""
@@ -489,6 +384,15 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 # --------------------------------------------------------------------------- main
+def _above_bar(line: str) -> None:
+  """Prints one console line above the active tqdm bar: the bar is cleared, the line
+  written and flushed, then the bar redrawn."""
+  # tqdm.write does not flush: with stdout piped (``| tee``) it is block-buffered, so the
+  # line would come out later, in the middle of the bar's redraws on stderr.
+  with tqdm.external_write_mode():
+    print(line, flush=True)
+
+
 def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
                    checkpoints: list[str]) -> dict[str, Any]:
   """Evaluates every policy and writes the report (module docstring); returns its dict."""
@@ -532,11 +436,11 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
     if hist:
       histograms[entry.label] = hist
     r = realism[entry.label]['2025']
-    tqdm.write(f"  {entry.label}: meta {r['meta_metric']:.4f} | minADE {r['min_ade']:.3f} m | "
+    _above_bar(f"  {entry.label}: meta {r['meta_metric']:.4f} | minADE {r['min_ade']:.3f} m | "
                f"collision {r['collision_rate']:.3f} | off-road {r['offroad_rate']:.3f} | "
                f"{done['speed']['scenarios_per_s']:.3g} scenarios/s")
     if r.get('invalid_sim_steps'):
-      tqdm.write(f"  WARNING {entry.label}: {int(r['invalid_sim_steps'])} rollout steps drop "
+      _above_bar(f"  WARNING {entry.label}: {int(r['invalid_sim_steps'])} rollout steps drop "
                  'an agent valid at the current step (WOSAC simulates all of them).')
 
   study = None
@@ -545,23 +449,33 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
     study = planner_study(entries, scenes, config)
     if study is not None:
       _write_json(study_path, {**study.to_dict(), 'markdown': study.to_markdown()})
-  speed_rows = speed_table(speeds)
-  plots = plot_report(realism, histograms, study, os.path.join(workdir, 'plots'))
+  speed_rows = report_lib.speed_table(speeds)
+  outliers = report_lib.count_outliers(histograms)
+  plots = report_lib.plot_report(realism, histograms, study, os.path.join(workdir, 'plots'),
+                                 outliers)
   study_dict = None if study is None else {**study.to_dict(), 'markdown': study.to_markdown()}
-  header = (f'# spacer_jax evaluation\n\n{scenes.shape[0]} scenes '
-            f"({'files ' + config.data.files if config.data.files else 'generated, held out'})"
-            f', {config.realism.num_rollouts} rollouts of {config.realism.num_steps} decision '
-            f'steps each; {jax.devices()[0].platform} backend; '
-            f'{time.perf_counter() - t0:.0f} s.')
+  # Scored steps: the shortest policy horizon, at most the log's future (_to_horizon).
+  simulated = min(min(config.realism.num_steps * e.vocab.steps_per_token for e in entries),
+                  scenes.log_trajectory.num_timesteps - INIT_STEPS)
+  sample = report_lib.sample_summary(scenes.shape[0], config.realism.num_rollouts,
+                                     config.realism.num_steps, simulated,
+                                     report_lib.evaluated_agents(realism))
+  for warning in sample['warnings']:
+    print(f'WARNING small sample: {warning}', flush=True)
+  policies = {e.label: {'spec': e.spec, 'source': e.source, 'step': e.step} for e in entries}
+  header = (f'# spacer_jax evaluation\n\nScenes: '
+            f"{'files ' + config.data.files if config.data.files else 'generated, held out'}"
+            f'; {jax.devices()[0].platform} backend; {time.perf_counter() - t0:.0f} s.')
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write(markdown_report(realism, speed_rows, study_dict, header))
-  report = {'realism': realism, 'speed': speed_rows, 'planner_study': study_dict,
-            'plots': plots, 'policies': {e.label: e.spec for e in entries}}
+    f.write(report_lib.markdown_report(realism, speed_rows, study_dict, header, sample,
+                                       policies, outliers))
+  report = {'sample': sample, 'policies': policies, 'realism': realism, 'speed': speed_rows,
+            'outliers': {'limits': report_lib.PLAUSIBLE_RANGES, 'counts': outliers},
+            'planner_study': study_dict, 'plots': plots}
   _write_json(os.path.join(workdir, 'report.json'), report)
   print(f'report: {os.path.join(workdir, "report.md")}', flush=True)
   return report
 
 
 __all__ = ['PolicyEntry', 'evaluate_realism', 'load_policies', 'load_scenarios',
-           'markdown_report', 'measure_speed', 'planner_study', 'run_evaluation',
-           'speed_table']
+           'measure_speed', 'planner_study', 'run_evaluation', 'weights_origin']

@@ -32,7 +32,7 @@ import numpy as np
 
 from spacer_jax.data.womd import records, scenario_proto, tf_example
 from spacer_jax.data.womd.assemble import RawScenario, raw_to_state
-from spacer_jax.data.womd.dataset import list_files
+from spacer_jax.data.womd.dataset import list_files, with_format_hint
 from spacer_jax.data.womd.errors import RecordError
 from spacer_jax.eval import submission as sub
 from spacer_jax.eval.sim_agents import SimAgentPolicy, realism_rollouts
@@ -304,7 +304,9 @@ def export_wosac(config: ExportConfig, log: Callable[[str], Any] = _print,
           state, scenario_id = decode_scenario(record, config.format, config.num_objects,
                                                config.num_roadgraph_points)
         except RecordError as e:
-          raise e.with_location(path, index) from None
+          # A file of the other format gets a hint to switch formats.
+          hinted = with_format_hint(e, record, config.format)
+          raise hinted.with_location(path, index) from None
         # The leaderboard needs the real id; a tf.Example without one still gets a
         # unique, traceable name.
         scenario_id = scenario_id or f'{os.path.basename(path)}-{index}'

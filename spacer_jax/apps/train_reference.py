@@ -36,7 +36,7 @@ from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
-from spacer_jax.training import Checkpointer, MetricLogger, runs
+from spacer_jax.training import Checkpointer, MetricLogger, format_duration, runs
 
 PRINT_KEYS = ['loss', 'nll', 'accuracy_top1', 'accuracy_top5', 'tokens_per_s', 'lr']
 
@@ -199,6 +199,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      'artifact or train_reference workdir).')
   token_env = make_token_env(vocab)
 
+  budget_note = (f', at most {format_duration(config.train.time_budget_s)}'
+                 if config.train.time_budget_s else '')
+  print(f'plan: prepare and tokenise the scenes (about 90 s per 1000 generated scenes on '
+        f'a 2-core CPU), compile, train {config.train.num_steps} steps{budget_note} '
+        f'(a progress line every {config.train.log_every} steps with an ETA), then a '
+        f'closed-loop evaluation on {config.eval.rollout_scenarios} held-out scenes.',
+        flush=True)
   print(f'preparing {config.data.num_train_scenarios} train / '
         f'{config.data.num_eval_scenarios} eval scenes ...', flush=True)
   train_states = load_scenarios(config, 'train')
@@ -248,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f'(data cursor {meta.get("data_cursor")}).', flush=True)
   total = config.train.num_steps
   stop = min(total, config.train.stop_at or total)
-  logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=total)
+  logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=total,
+                        time_budget_s=config.train.time_budget_s)
   tokens_per_step = config.train.batch_size * int(np.prod(train_inputs.token_ids.shape[1:]))
   noise_note = (f' on noised tokens (top-{config.train.noise_top_k}, p '
                 f'{config.train.noise_prob})' if noised else '')

@@ -51,7 +51,7 @@ from spacer_jax.tokens import (
     get_or_build_default_vocabulary,
     load_vocabulary,
 )
-from spacer_jax.training import Checkpointer, MetricLogger, runs
+from spacer_jax.training import Checkpointer, MetricLogger, format_duration, runs
 
 PRINT_KEYS = ['agent_steps_per_s', 'goal_rate', 'collision_rate', 'offroad_rate', 'kl_ref',
               'entropy', 'return']
@@ -144,9 +144,10 @@ class ScenarioSource:
 
   def _decode(self, index, i: int) -> SimulatorState:
     from spacer_jax.data import womd
-    return womd.decode_record(index.read(i), self.config.data.format,
-                              self.config.data.num_objects,
-                              self.config.data.num_roadgraph_points)
+    # A bad record's error names its file (and a hint when the format is the other one).
+    return womd.decode_indexed(index, i, self.config.data.format,
+                               self.config.data.num_objects,
+                               self.config.data.num_roadgraph_points)
 
   def pool_indices(self, refresh: int) -> list[int]:
     """Scenario ids of pool ``refresh``: generator seeds, or train record indices."""
@@ -249,6 +250,38 @@ def _trained_default_reference(num_tokens: int, variant: str = 'cpu') -> str:
   return os.path.join(workdir, EXPORT_SUBDIR)
 
 
+def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
+             agent_steps_per_iter: int) -> str:
+  """What the run will do, stage by stage, with rough costs: printed before any work."""
+  if config.variant != 'spacer':
+    reference = 'none (no anchor)'
+  elif config.reference.checkpoint == 'random':
+    reference = 'an untrained one (smoke tests only)'
+  elif config.reference.checkpoint:
+    reference = config.reference.checkpoint
+  else:
+    from spacer_jax.models.default import describe_default_reference
+    reference = describe_default_reference(
+        num_tokens, 'tiny' if config.reference.size == 'tiny' else 'cpu')
+  budget = config.train.time_budget_s
+  train = (f'{max_iters} iterations x {agent_steps_per_iter:,} agent-steps'
+           + (f', at most {format_duration(budget)}' if budget else ''))
+  lines = [f'{config.variant} run plan:',
+           f'  1. reference: {reference}',
+           f'  2. data: {config.data.num_eval_scenarios} held-out scenes and a pool of '
+           f'{config.data.pool_size} training scenes (generated or read; seconds to a '
+           'few minutes)',
+           '  3. compile the train step (part of the first iteration; about a minute '
+           'on a 2-core CPU)',
+           f'  4. train: {train}; a progress line every {config.train.log_every} '
+           'iteration(s) with an ETA',
+           f'  5. evaluate every {config.train.eval_every or "-"} iteration(s) and at '
+           'the end; checkpoints in checkpoints/, final_metrics.json at the end']
+  if config.variant == 'hr_ppo' and not config.hr_ppo.bc_checkpoint:
+    lines.insert(2, f'  1b. behaviour-cloning anchor: {config.bc.steps} steps first')
+  return '\n'.join(lines)
+
+
 # Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
                   'train.log_every', 'train.eval_every', 'train.checkpoint_every',
@@ -289,6 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     say(f'{workdir} is finished ({max_iters} of {max_iters} iterations); nothing to do. '
         'Raise --config.train.max_iterations (or total_agent_steps) to train on.')
     return done
+  say(run_plan(config, vocab.num_tokens, max_iters, agent_steps_per_iter))
   selfplay = make_selfplay(config, vocab)
   prepare = jax.jit(selfplay.prepare)
   prepare_sharded = jax.jit(selfplay.prepare, out_shardings=parallel.batch_sharding(mesh))
@@ -362,7 +396,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     iteration, agent_steps = int(meta['iteration']), float(meta['agent_steps'])
     say(f'resumed from {ckpt.directory} at iteration {iteration} '
         f'({agent_steps:.3g} agent-steps).')
-  logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=max_iters)
+  logger = MetricLogger(workdir, print_keys=PRINT_KEYS, total_steps=max_iters,
+                        time_budget_s=config.train.time_budget_s)
   say(f'{config.variant}: policy {num_params} params, {vocab.num_tokens} tokens, '
       f'{config.env.num_worlds} worlds x {config.data.num_objects} slots x '
       f'{config.env.policy_steps} steps on {parallel.num_shards(mesh)} device(s), '

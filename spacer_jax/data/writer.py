@@ -51,6 +51,11 @@ _TMP_DIR = '.incomplete'
 logger = logging.getLogger(__name__)
 
 
+class WriteRefused(RuntimeError):
+  """The split cannot be written now: another process writes it, or a finished shard
+  changed on disk. The user's to resolve (one error line in make_dataset), not a bug."""
+
+
 def scenario_seed(seed: int, split: str, index: int) -> int:
   """The generator seed of scenario ``index`` of ``split``: a 63-bit hash of the three.
 
@@ -272,7 +277,7 @@ def _split_lock(out_dir: str, split: str):
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
-      raise RuntimeError(f'another process is writing {split} into {out_dir}.') from e
+      raise WriteRefused(f'another process is writing {split} into {out_dir}.') from e
     yield
 
 
@@ -287,7 +292,7 @@ def _finished_shards(manifest: dict, config: WriterConfig) -> dict[int, dict]:
       continue
     size = os.path.getsize(path)
     if size != entry['bytes']:
-      raise RuntimeError(f'{path} has {size} bytes, the manifest says {entry["bytes"]}: '
+      raise WriteRefused(f'{path} has {size} bytes, the manifest says {entry["bytes"]}: '
                          'the file changed after it was written. Delete it to have it '
                          'written again.')
     done[int(key)] = entry
@@ -308,7 +313,7 @@ def write_split(config: WriterConfig, progress: bool = True,
 
   Raises:
     ValueError: ``out_dir`` holds this split written with another configuration.
-    RuntimeError: another process writes the same split, or a finished shard changed.
+    WriteRefused: another process writes the same split, or a finished shard changed.
   """
   split_dir = os.path.join(config.out_dir, config.split)
   tmp_dir = os.path.join(config.out_dir, _TMP_DIR)

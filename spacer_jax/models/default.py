@@ -130,6 +130,19 @@ def ship_reference(source: str, command: str, commit: str,
   return os.path.join(directory, EXPORT_SUBDIR)
 
 
+def describe_default_reference(num_tokens: int = 200, variant: str = 'cpu') -> str:
+  """Where ``get_or_train_default_reference`` will find the default reference, and
+  roughly what that costs: a line for a binary's up-front plan."""
+  if variant == 'cpu' and shipped_default_reference(num_tokens) is not None:
+    return 'the packaged default reference (loads in seconds)'
+  workdir = default_reference_dir(num_tokens, variant)
+  if os.path.exists(os.path.join(workdir, 'final_metrics.json')):
+    return f'the cached default reference in {workdir} (loads in seconds)'
+  took = 'seconds' if variant == 'tiny' else 'about 45 minutes on a 2-core CPU, once'
+  return (f'no default reference for K={num_tokens} yet: trains the "{variant}" one '
+          f'first into {workdir} ({took})')
+
+
 def get_or_train_default_reference(num_tokens: int = 200, variant: str = 'cpu') -> str:
   """Path of the default reference's export directory: the packaged one when it fits
   today's recipes, else the cached one, training it first if absent.
@@ -167,5 +180,6 @@ def get_or_train_default_reference(num_tokens: int = 200, variant: str = 'cpu') 
 
 
 __all__ = ['DEFAULT_REFERENCE_RECIPE', 'SHIPPED_DIR', 'TINY_REFERENCE_RECIPE', 'VARIANTS',
+           'describe_default_reference',
            'default_reference_dir', 'get_or_train_default_reference', 'ship_reference',
            'shipped_default_reference', 'shipped_reference_info']

@@ -5,6 +5,7 @@ of them resume, log and report the same way.
 """
 
 from spacer_jax.training.checkpoints import Checkpointer
-from spacer_jax.training.logger import MetricLogger, format_progress
+from spacer_jax.training.logger import MetricLogger, Progress, format_duration, format_progress
 
-__all__ = ['Checkpointer', 'MetricLogger', 'format_progress']
+__all__ = ['Checkpointer', 'MetricLogger', 'Progress', 'format_duration',
+           'format_progress']

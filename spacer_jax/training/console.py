@@ -57,14 +57,19 @@ def verbose_requested(argv: list[str] | None = None) -> bool:
   return any(a in ('--verbose', '--verbose=true', '--verbose=True') for a in argv[1:])
 
 
-def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-  """Wraps a binary's ``main``: a user error prints ``error: <message>`` on one line
-  and exits with status 2 (tracebacks only with ``--verbose``); bugs still raise."""
+def report_user_errors(main: Callable[[list[str]], Any],
+                       also: tuple[type[BaseException], ...] = ()
+                       ) -> Callable[[list[str]], Any]:
+  """Wraps a binary's ``main``: a user error (:data:`USER_ERRORS` and ``also``) prints
+  ``error: <message>`` on one line and exits with status 2 (tracebacks only with
+  ``--verbose``); bugs still raise."""
+  errors = USER_ERRORS + tuple(also)
+
   @functools.wraps(main)
   def wrapped(argv: list[str]) -> Any:
     try:
       return main(argv)
-    except USER_ERRORS as e:
+    except errors as e:
       if verbose_requested():
         raise
       message = str(e).strip() or type(e).__name__
@@ -74,5 +79,18 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
   return wrapped
 
 
-__all__ = ['USER_ERRORS', 'quiet_third_party_logging', 'report_user_errors',
+def parse_flags(argv: list[str]) -> list[str]:
+  """``app.run(..., flags_parser=parse_flags)``: an unknown, malformed or missing flag is
+  a user error like the others, one ``error: ...`` line and exit status 2 (absl's own
+  parser prints two lines and exits with 1)."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = ' '.join(str(e).split())  # Some flag errors span lines.
+    print(f'error: {message} (--helpshort lists the flags)', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+__all__ = ['USER_ERRORS', 'parse_flags', 'quiet_third_party_logging', 'report_user_errors',
            'verbose_requested']

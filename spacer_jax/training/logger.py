@@ -23,13 +23,82 @@ def _to_float(value: Any) -> float:
   return float(np.asarray(value).astype(np.float64).mean())
 
 
+def format_duration(seconds: float) -> str:
+  """``'45s'``, ``'3m07s'``, ``'1h02m'``."""
+  seconds = max(0, int(round(seconds)))
+  if seconds < 60:
+    return f'{seconds}s'
+  if seconds < 3600:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+
+
+class Progress:
+  """Elapsed time, an ETA and a bar for a loop of ``total`` steps.
+
+  The ETA is the smaller of (remaining steps x seconds per step) and what is left of
+  ``time_budget_s``. Seconds per step are measured from the first step this process
+  logged on, so the first step's compile time and a resumed run's earlier steps do not
+  skew it.
+
+  Args:
+    total: steps of the whole run (None: unknown, no bar or step-based ETA).
+    time_budget_s: wall-clock budget of this process's training loop (0/None: none).
+    clock: seconds (tests pass a fake one).
+  """
+
+  def __init__(self, total: Optional[int], time_budget_s: Optional[float] = None,
+               clock=time.perf_counter):
+    self.total = total
+    self.budget = time_budget_s or None
+    self._clock = clock
+    self._start = clock()
+    self._first: Optional[tuple[int, float]] = None  # (step, time) of the first update.
+
+  def elapsed(self) -> float:
+    return self._clock() - self._start
+
+  def eta(self, step: int) -> Optional[float]:
+    """Seconds until the run ends; None before a rate or a budget is known."""
+    now = self._clock()
+    if self._first is None:
+      self._first = (step, now)
+    estimates = []
+    first_step, first_time = self._first
+    if self.total and step > first_step:
+      per_step = (now - first_time) / (step - first_step)
+      estimates.append(per_step * max(self.total - step, 0))
+    if self.budget:
+      estimates.append(max(self.budget - (now - self._start), 0.0))
+    return min(estimates) if estimates else None
+
+  def describe(self, step: int, width: int = 20) -> str:
+    """``'[#####---------------] 25% | 1m02s elapsed | eta 3m05s'`` (fraction of steps,
+    or of the time budget when that ends the run first)."""
+    eta = self.eta(step)
+    parts = []
+    fraction = None
+    if self.total:
+      fraction = min(step / self.total, 1.0)
+    if eta is not None and self.budget:
+      fraction = max(fraction or 0.0, min(self.elapsed() / self.budget, 1.0))
+    if fraction is not None:
+      filled = int(round(fraction * width))
+      parts.append(f'[{"#" * filled}{"-" * (width - filled)}] {100 * fraction:.0f}%')
+    parts.append(f'{format_duration(self.elapsed())} elapsed')
+    if eta is not None:
+      parts.append(f'eta {format_duration(eta)}')
+    return ' | '.join(parts)
+
+
 def format_progress(step: int, total: Optional[int], scalars: Mapping[str, float],
-                    keys: Optional[list[str]] = None) -> str:
+                    keys: Optional[list[str]] = None, timing: str = '') -> str:
   """``'step 120/1000 | loss 1.234 | tokens/s 5.6e+04'``; ``keys`` picks and orders the
-  scalars shown (default: all, sorted)."""
+  scalars shown (default: all, sorted); ``timing`` (e.g. ``Progress.describe``) follows
+  the step."""
   head = f'step {step}' + (f'/{total}' if total else '')
   keys = sorted(scalars) if keys is None else [k for k in keys if k in scalars]
-  parts = [head]
+  parts = [head] + ([timing] if timing else [])
   for k in keys:
     v = scalars[k]
     parts.append(f'{k} {v:.4g}' if abs(v) < 1e4 or v == 0 else f'{k} {v:.3g}')
@@ -42,7 +111,8 @@ class MetricLogger:
   Args:
     workdir: run directory.
     print_keys: scalars shown on the console progress line (others go to files only).
-    total_steps: shown as ``step k/total`` on the console.
+    total_steps: shown as ``step k/total`` on the console, with a bar and an ETA.
+    time_budget_s: the loop's wall-clock budget, which caps the ETA.
     nan_guard: raise ``FloatingPointError`` naming the metric when a logged value is
       NaN or infinite, so a diverged run stops instead of training on garbage.
     active: whether this process writes anything; default: only process 0 of a
@@ -52,7 +122,8 @@ class MetricLogger:
 
   def __init__(self, workdir: str, print_keys: Optional[list[str]] = None,
                total_steps: Optional[int] = None, nan_guard: bool = True,
-               stream=None, active: Optional[bool] = None):
+               stream=None, active: Optional[bool] = None,
+               time_budget_s: Optional[float] = None):
     if active is None:
       import jax
       active = jax.process_index() == 0
@@ -66,6 +137,7 @@ class MetricLogger:
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
     self.print_keys = print_keys
     self.total_steps = total_steps
+    self.progress = Progress(total_steps, time_budget_s)
     self.nan_guard = nan_guard
     self._stream = stream or sys.stdout
     self._last = None
@@ -88,8 +160,9 @@ class MetricLogger:
     self._jsonl.flush()
     if echo:
       keys = None if self.print_keys is None else [f'{prefix}{k}' for k in self.print_keys]
-      print(format_progress(step, self.total_steps, values, keys), file=self._stream,
-            flush=True)
+      print(format_progress(step, self.total_steps, values, keys,
+                            timing=self.progress.describe(step)),
+            file=self._stream, flush=True)
     return values
 
   def close(self) -> None:

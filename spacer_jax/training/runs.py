@@ -32,18 +32,41 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
-def check_workdir(workdir: str) -> None:
-  """Raises ValueError naming the problem when ``workdir`` cannot hold a run."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f'--workdir {workdir} is a file, not a directory; pass a directory '
-                     '(it is created if missing).')
+def _existing_ancestor(path: str) -> str:
+  """The nearest ancestor of ``path`` that exists (where creating it would start)."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  return parent
+
+
+def check_workdir(workdir: str, name: str = 'workdir') -> None:
+  """Makes sure ``workdir`` is a writable directory, creating it when missing.
+
+  Every binary calls it on its output directory before any other work, so a bad one
+  is refused in one line (``name`` is how the message calls it, e.g. ``--out``).
+
+  Raises:
+    ValueError: ``workdir`` is a file, lies under a file, or cannot be written; nothing
+      is created then.
+  """
+  if os.path.isdir(workdir):
+    target = workdir
+  elif os.path.exists(workdir):
+    raise ValueError(f'{name} {workdir} is a file; expected a directory (it is created '
+                     'if missing)')
+  else:
+    # Checked where creation would start, so that a refusal leaves no parent behind.
+    target = _existing_ancestor(workdir)
+    if not os.path.isdir(target):
+      raise ValueError(f'cannot create {name} {workdir}: {target} is a file, not a '
+                       'directory')
+  if not os.access(target, os.W_OK | os.X_OK):
+    raise ValueError(f'cannot write to {name} {workdir}: permission denied')
   try:
     os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f'--workdir {workdir} cannot be created ({e.strerror}); pass a '
-                     'writable directory.') from e
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f'--workdir {workdir} is not writable; pass a writable directory.')
+  except OSError as e:  # e.g. a read-only file system
+    raise ValueError(f'cannot create {name} {workdir}: {e.strerror}') from e
 
 
 def accept_config(workdir: str, config: ml_collections.ConfigDict,

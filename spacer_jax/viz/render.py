@@ -7,6 +7,7 @@ Works on one scenario (no batch dimensions); pick one out of a batch with
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import matplotlib
@@ -155,7 +156,13 @@ def save_video(state: SimulatorState, path: str, start: int = 0, end: int | None
   frames = [render_frame(state, t, **kwargs) for t in range(start, end)]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   try:
-    imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
+    # imageio-ffmpeg starts ffmpeg through subprocess with a preexec_fn, i.e. fork then
+    # exec; JAX's at-fork hook warns of deadlocks in the forked Python, but the child
+    # only execs ffmpeg, so exactly that warning is noise here.
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called',
+                              category=RuntimeWarning)
+      imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
   except (ImportError, ValueError, RuntimeError):
     path = os.path.splitext(path)[0] + '.gif'
     imageio.mimwrite(path, frames, duration=1.0 / fps)

@@ -13,11 +13,15 @@ from spacer_jax.data.womd.dataset import (
     DatasetConfig,
     ReadStats,
     WomdDataset,
+    decode_indexed,
     decode_record,
     list_files,
     make_dataset,
     read_scenarios,
+    set_format_flag,
     shard_files,
+    sniff_format,
+    with_format_hint,
 )
 from spacer_jax.data.womd.errors import RecordError
 from spacer_jax.data.womd.records import RecordIndex, read_records, write_records
@@ -36,8 +40,8 @@ from spacer_jax.data.womd.tf_example import (
 
 __all__ = [
     'DatasetConfig', 'RawScenario', 'ReadStats', 'RecordError', 'RecordIndex', 'WomdDataset',
-    'decode_record', 'example_to_state', 'feature_spec', 'list_files', 'make_dataset',
-    'parse_example', 'parse_scenario', 'read_records', 'read_scenarios', 'scenario_to_state',
-    'shard_files', 'state_to_example', 'state_to_scenario_bytes', 'tf_feature_description',
-    'write_records',
+    'decode_indexed', 'decode_record', 'example_to_state', 'feature_spec', 'list_files',
+    'make_dataset', 'parse_example', 'parse_scenario', 'read_records', 'read_scenarios',
+    'scenario_to_state', 'set_format_flag', 'shard_files', 'sniff_format', 'state_to_example',
+    'state_to_scenario_bytes', 'tf_feature_description', 'with_format_hint', 'write_records',
 ]

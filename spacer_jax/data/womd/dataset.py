@@ -36,8 +36,47 @@ from spacer_jax.sim.datatypes import (
 
 FORMATS = ('tf_example', 'scenario')
 _MAX_KEPT_ERRORS = 100  # skipped-record errors remembered in ReadStats.errors
+# How a wrong-format hint names the setting to change. The trainers and evaluate take
+# it from their config; binaries with another flag say so with set_format_flag.
+_format_flag = '--config.data.format'
+_FORMAT_NAMES = {'tf_example': 'tf.Example', 'scenario': 'Scenario proto'}
 
 logger = logging.getLogger(__name__)
+
+
+def set_format_flag(flag: str) -> None:
+  """Names the command-line setting of the record format in wrong-format hints
+  (default ``--config.data.format``; e.g. ``--format`` for data_stats)."""
+  global _format_flag
+  _format_flag = flag
+
+
+def sniff_format(serialized: bytes) -> Optional[str]:
+  """The format (of :data:`FORMATS`) whose parser accepts ``serialized``, or None."""
+  try:
+    tf_example.parse_example(serialized)
+    return 'tf_example'
+  except Exception:  # any failure just means "not this format"
+    pass
+  try:
+    # Protobuf reads many byte strings as some message; a Scenario has tracks.
+    if scenario_proto.parse_scenario(serialized).tracks:
+      return 'scenario'
+  except Exception:
+    pass
+  return None
+
+
+def with_format_hint(err: RecordError, serialized: bytes, format: str) -> RecordError:
+  """An error saying "is a tf.Example, not a Scenario proto; try --config.data.format=
+  tf_example" (or the reverse) when ``serialized`` is of the other format; else ``err``."""
+  found = sniff_format(serialized)
+  if found is None or found == format:
+    return err
+  # The other format's field error (say "no tracks") would only mislead: name the cause.
+  expected = _FORMAT_NAMES.get(format, format)
+  return RecordError(f'is a {_FORMAT_NAMES[found]}, not a {expected}; try '
+                     f'{_format_flag}={found}', file=err.file, record_index=err.record_index)
 
 
 def decode_record(serialized: bytes, format: str = 'tf_example',
@@ -47,15 +86,34 @@ def decode_record(serialized: bytes, format: str = 'tf_example',
   """One serialized record (``format``: 'tf_example' or 'scenario') -> state.
 
   Raises:
-    RecordError: naming the field at fault (file and index are added by the caller).
+    RecordError: naming the field at fault (file and index are added by the caller),
+      with a hint when the record is of the other format.
   """
-  if format == 'tf_example':
-    return tf_example.example_to_state(
-        tf_example.parse_example(serialized), max_num_objects, max_num_rg_points)
-  if format == 'scenario':
-    return scenario_proto.scenario_to_state(serialized, max_num_objects,
-                                            max_num_rg_points)
+  try:
+    if format == 'tf_example':
+      return tf_example.example_to_state(
+          tf_example.parse_example(serialized), max_num_objects, max_num_rg_points)
+    if format == 'scenario':
+      return scenario_proto.scenario_to_state(serialized, max_num_objects,
+                                              max_num_rg_points)
+  except RecordError as e:
+    hinted = with_format_hint(e, serialized, format)
+    if hinted is e:
+      raise
+    raise hinted from e
   raise ValueError(f'format must be one of {FORMATS}, got {format!r}.')
+
+
+def decode_indexed(index: records.RecordIndex, i: int, format: str = 'tf_example',
+                   max_num_objects: int = DEFAULT_NUM_OBJECTS,
+                   max_num_rg_points: int = DEFAULT_NUM_ROADGRAPH_POINTS
+                   ) -> SimulatorState:
+  """Record ``i`` of ``index``, decoded; a bad record's error names its file and index."""
+  data = index.read(i)
+  try:
+    return decode_record(data, format, max_num_objects, max_num_rg_points)
+  except RecordError as e:
+    raise e.with_location(*index.locate(i)) from e
 
 
 def list_files(file_pattern: Union[str, Sequence[str]]) -> list[str]:
@@ -80,7 +138,7 @@ def read_scenarios(file_pattern: Union[str, Sequence[str]], start: int, count: i
   ``start`` is read or parsed).
   """
   index = records.RecordIndex(list_files(file_pattern))
-  return [decode_record(index.read(i), format, max_num_objects, max_num_rg_points)
+  return [decode_indexed(index, i, format, max_num_objects, max_num_rg_points)
           for i in range(start, min(start + count, len(index)))]
 
 

@@ -191,11 +191,21 @@ class RecordIndex:
   def __len__(self) -> int:
     return len(self._entries)
 
-  def read(self, index: int) -> bytes:
-    """The serialized record ``index`` (global over the files), CRC-checked."""
+  def _check_index(self, index: int) -> None:
     if not 0 <= index < len(self._entries):
       raise IndexError(f'record {index} requested but the {len(self.files)} file(s) hold '
                        f'{len(self._entries)} records.')
+
+  def locate(self, index: int) -> tuple[str, int]:
+    """``(file, index within that file)`` of the global record ``index``: what an error
+    about the record names."""
+    self._check_index(index)
+    file_index = self._entries[index][0]
+    return self.files[file_index], sum(1 for e in self._entries[:index] if e[0] == file_index)
+
+  def read(self, index: int) -> bytes:
+    """The serialized record ``index`` (global over the files), CRC-checked."""
+    self._check_index(index)
     file_index, offset, length = self._entries[index]
     path = self.files[file_index]
     with tf.io.gfile.GFile(path, 'rb') as f:
@@ -203,9 +213,9 @@ class RecordIndex:
       data = f.read(length + _FOOTER_BYTES)
     (crc,) = struct.unpack('<I', data[length:])
     if masked_crc32c(data[:length]) != crc:
-      local = sum(1 for e in self._entries[:index] if e[0] == file_index)
       raise RecordError(f'corrupt record data at offset {offset - _HEADER_BYTES} (CRC32C '
-                        'mismatch)', field='record', file=path, record_index=local)
+                        'mismatch)', field='record', file=path,
+                        record_index=self.locate(index)[1])
     return data[:length]
 
 
