@@ -28,7 +28,6 @@ import jax
 from timing_utils import best_time
 
 from experiments.configs import spacer as spacer_configs
-from spacer_jax.apps.train_spacer import make_selfplay
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.eval import sim_agent_policies as policies
 from spacer_jax.eval.sim_agents import closed_loop_fn
@@ -38,6 +37,7 @@ from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
+from spacer_jax.spacer.factory import make_selfplay
 from spacer_jax.tokens import TokenEnvironment
 from spacer_jax.tokens.builder import primitive_vocabulary
 

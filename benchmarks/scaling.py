@@ -47,6 +47,7 @@ def measure(args: argparse.Namespace, num_devices: int) -> dict:
   from experiments.configs import spacer as spacer_configs
   from spacer_jax import parallel
   from spacer_jax.apps import train_spacer
+  from spacer_jax.spacer import factory
   from spacer_jax.spacer import train as train_lib
   from spacer_jax.spacer.losses import LossConfig
 
@@ -55,8 +56,8 @@ def measure(args: argparse.Namespace, num_devices: int) -> dict:
   config.data.num_roadgraph_points = args.roadgraph_points
   config.env.policy_steps = args.policy_steps
   config.reference.checkpoint = 'random'
-  vocab, vocab_path = train_spacer.load_vocab(config)
-  selfplay = train_spacer.make_selfplay(config, vocab)
+  vocab, vocab_path = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
   mesh = parallel.make_mesh(num_devices)
   worlds = args.worlds_per_device * num_devices
   source = train_spacer.ScenarioSource(config)

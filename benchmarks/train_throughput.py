@@ -28,6 +28,7 @@ from timing_utils import best_time
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
+from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
 
@@ -54,8 +55,8 @@ def main() -> None:
   config.tokens.num_tokens = args.num_tokens
   config.reference.size = args.reference_size
   config.reference.checkpoint = 'random'
-  vocab, vocab_path = train_spacer.load_vocab(config)
-  selfplay = train_spacer.make_selfplay(config, vocab)
+  vocab, vocab_path = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
   gen = GeneratorConfig(num_objects=args.objects, num_roadgraph_points=args.roadgraph_points)
   pool = jax.jit(selfplay.prepare)(generate_batch(range(args.worlds), gen))
   reference = train_spacer.load_or_init_reference(config, selfplay, pool, vocab_path)

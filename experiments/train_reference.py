@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.configs import reference as reference_config
-from spacer_jax.apps import train_reference
+from spacer_jax.models import trainer
 from spacer_jax.training import runs
 from spacer_jax.training.config_checks import check_command_line, validate
 from spacer_jax.training.console import (
@@ -42,7 +42,7 @@ def main(argv):
   # JAX work or file.
   validate(_CONFIG.value, reference_config.RULES)
   runs.check_workdir(_WORKDIR.value)
-  train_reference.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

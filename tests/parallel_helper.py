@@ -38,12 +38,12 @@ def realism(num_devices: str) -> None:
 
   from experiments.configs import reference as reference_configs
   from spacer_jax import parallel
-  from spacer_jax.apps import train_reference
   from spacer_jax.data.generator import GeneratorConfig, generate_batch
   from spacer_jax.eval import sim_agent_policies as policies
   from spacer_jax.eval.sim_agents import realism_rollouts
   from spacer_jax.models import init_reference
   from spacer_jax.models import train as reference_train
+  from spacer_jax.models import trainer as train_reference
   from spacer_jax.tokens import TokenEnvironment
   from spacer_jax.tokens.builder import primitive_vocabulary
 

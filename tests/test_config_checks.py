@@ -164,7 +164,7 @@ def test_sim_demo_and_token_rules_follow_the_library():
 
 def test_model_size_rules_follow_the_model_sizes():
   from spacer_jax.models.config import SIZES
-  # 'tiny' is the trainers' seconds-sized model (apps.train_reference.model_config).
+  # 'tiny' is the trainers' seconds-sized model (models.trainer.model_config).
   for module, field in ((spacer_configs, 'reference.size'),
                         (reference_configs, 'model.size')):
     assert set(module.RULES[field]) == {*SIZES, 'tiny'}

@@ -16,13 +16,13 @@ from factories import small_realism_options
 
 from experiments.configs import reference as reference_configs
 from experiments.configs import spacer as spacer_configs
-from spacer_jax.apps import train_reference, train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.eval import aggregate, compute_realism, sim_agents
 from spacer_jax.eval import sim_agent_policies as policies
 from spacer_jax.eval.sim_agents import Motion, closed_loop_fn
 from spacer_jax.models import init_reference
 from spacer_jax.models import train as reference_train
+from spacer_jax.models import trainer as train_reference
 from spacer_jax.models.checkpoint import save_reference
 from spacer_jax.models.rollout import rollout_with_selector, sampling_selector
 from spacer_jax.sim import agents, builders
@@ -30,6 +30,7 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.rollout import rollout
+from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as spacer_train
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import Worlds
@@ -398,7 +399,7 @@ def learned(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('vocab') / 'vocab.npz')
   save_vocabulary(path, vocab, {'source': 'test primitives'})
   config.tokens.vocabulary = path
-  selfplay = train_spacer.make_selfplay(config, vocab)
+  selfplay = factory.make_selfplay(config, vocab)
   # Parameters depend on the observation's feature sizes only, not on a scene.
   params = jax.jit(selfplay.policy.init)(jax.random.key(0), policies.example_observation())
   optimizer = spacer_train.make_optimizer(spacer_train.PPOConfig())

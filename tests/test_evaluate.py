@@ -11,6 +11,7 @@ import pytest
 from experiments.configs import evaluate as evaluate_configs
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import evaluate, train_spacer
+from spacer_jax.spacer import factory
 
 
 @pytest.fixture(scope='module')
@@ -25,8 +26,8 @@ def spacer_workdir(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('spacer')
   config = spacer_configs.get_config('tiny')
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  vocab, _ = train_spacer.load_vocab(config)
-  selfplay = train_spacer.make_selfplay(config, vocab)
+  vocab, _ = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
   worlds = selfplay.prepare(train_spacer.ScenarioSource(config).eval())
   state = train_lib.init_train_state(selfplay, optax.adam(1e-3), worlds,
                                      jax.random.PRNGKey(0))

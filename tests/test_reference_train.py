@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import reference as reference_configs
-from spacer_jax.apps import train_reference
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.models import reference_log_probs
 from spacer_jax.models import train as train_lib
+from spacer_jax.models import trainer as train_reference
 from spacer_jax.models.checkpoint import load_reference
 from spacer_jax.models.rollout import closest_to_log_among_top_k, rollout_with_selector
 from spacer_jax.sim.config import EnvConfig

@@ -17,6 +17,7 @@ from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.models import build_reference_inputs, init_reference, reference_config
+from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
 from spacer_jax.tokens import BuildConfig, build_vocabulary_from_generator
@@ -32,7 +33,7 @@ def setup():
   config = spacer_configs.get_config('tiny')
   vocab, _ = build_vocabulary_from_generator(
       range(2), GEN, BuildConfig(num_tokens=config.tokens.num_tokens, max_segments=1500))
-  selfplay = train_spacer.make_selfplay(config, vocab)
+  selfplay = factory.make_selfplay(config, vocab)
   pool = jax.jit(selfplay.prepare)(generate_batch(range(50, 54), GEN))
   rcfg = reference_config('nano', hidden=32, num_tokens=vocab.num_tokens,
                           num_map_segments=32, k_map=8, k_agent=4, k_map_self=4)

@@ -35,22 +35,12 @@ from spacer_jax.data import generator
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, init_reference
 from spacer_jax.models.checkpoint import load_reference
 from spacer_jax.sim.builders import stack_states
-from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.datatypes import SimulatorState
-from spacer_jax.sim.dynamics import get_dynamics_model
-from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.spacer import train as train_lib
+from spacer_jax.spacer.factory import load_vocab, make_selfplay
 from spacer_jax.spacer.losses import LossConfig
-from spacer_jax.spacer.observation import ObservationConfig
-from spacer_jax.spacer.policy import LateFusionPolicy, count_params
-from spacer_jax.spacer.rewards import RewardConfig
+from spacer_jax.spacer.policy import count_params
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds
-from spacer_jax.tokens import (
-    TokenEnvironment,
-    TokenVocabulary,
-    get_or_build_default_vocabulary,
-    load_vocabulary,
-)
 from spacer_jax.training import Checkpointer, MetricLogger, format_duration, runs
 
 PRINT_KEYS = ['agent_steps_per_s', 'goal_rate', 'collision_rate', 'offroad_rate', 'kl_ref',
@@ -58,31 +48,6 @@ PRINT_KEYS = ['agent_steps_per_s', 'goal_rate', 'collision_rate', 'offroad_rate'
 
 
 # --------------------------------------------------------------------------- pieces
-def load_vocab(config: ml_collections.ConfigDict) -> tuple[TokenVocabulary, str]:
-  """The token vocabulary named by ``config.tokens`` (default: the cached one)."""
-  from spacer_jax.tokens.vocabulary import default_vocabulary_path
-  if config.tokens.vocabulary:
-    return load_vocabulary(config.tokens.vocabulary), config.tokens.vocabulary
-  vocab = get_or_build_default_vocabulary(config.tokens.num_tokens,
-                                          config.tokens.steps_per_token)
-  return vocab, default_vocabulary_path(config.tokens.num_tokens,
-                                        config.tokens.steps_per_token)
-
-
-def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> SelfPlay:
-  env = MultiAgentEnvironment(get_dynamics_model('delta_global'),
-                              EnvConfig(metrics=('overlap', 'offroad'), rewards={}))
-  policy = LateFusionPolicy(num_tokens=vocab.num_tokens, width=config.policy.width,
-                            hidden=config.policy.hidden, head_width=config.policy.head_width)
-  obs = ObservationConfig(max_partners=config.obs.max_partners,
-                          partner_radius=config.obs.partner_radius,
-                          num_road_points=config.obs.num_road_points,
-                          max_prepared_points=config.obs.max_prepared_points,
-                          goal_dropout=config.obs.goal_dropout)
-  reward = RewardConfig(**config.reward.to_dict())
-  return SelfPlay(TokenEnvironment(env, vocab), policy, obs, reward, config.env.policy_steps)
-
-
 def generator_config(config: ml_collections.ConfigDict) -> generator.GeneratorConfig:
   return generator.GeneratorConfig(num_objects=config.data.num_objects,
                                    num_roadgraph_points=config.data.num_roadgraph_points)
@@ -479,5 +444,5 @@ def _render_episode(selfplay: SelfPlay, params: Any, worlds: Worlds, workdir: st
                            end=int(final.timestep) + 1)
 
 
-__all__ = ['ScenarioSource', 'eval_seeds', 'load_vocab', 'make_selfplay', 'pool_seeds',
+__all__ = ['ScenarioSource', 'eval_seeds', 'pool_seeds',
            'train_and_evaluate']

@@ -563,7 +563,7 @@ def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps):
 def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   import ml_collections
 
-  from spacer_jax.apps.train_spacer import load_vocab, make_selfplay
+  from spacer_jax.spacer.factory import load_vocab, make_selfplay
   from spacer_jax.training import Checkpointer
   config_path = os.path.join(workdir, 'config.json')
   ckpt_dir = os.path.join(workdir, 'checkpoints')

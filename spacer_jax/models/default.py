@@ -8,13 +8,14 @@ trained on today's vocabulary recipe and reference recipe; ``ship_reference`` (b
 
 ``get_or_train_default_reference()`` returns the path of a reference artifact (see
 ``spacer_jax.models.checkpoint``) trained with the ``cpu`` variant of
-``experiments/configs/reference.py`` on the default vocabulary. The first call trains
-it (about 40 minutes on a 2-core CPU, printed as it goes) into
+``spacer_jax.models.recipes`` (``experiments/configs/reference.py``) on the default
+vocabulary. The first call trains it (about 40 minutes on a 2-core CPU, printed as it
+goes) into
 ``$SPACER_JAX_CACHE/reference/`` (default ``~/.cache/spacer_jax``), next to the default
 vocabulary; later calls return the cached copy. The same run by hand::
 
   python -m experiments.train_reference --config=experiments/configs/reference.py:cpu \
-      --workdir=$HOME/.cache/spacer_jax/reference/default-cpu-v2-generator-v4-mirror_k200
+      --workdir=$HOME/.cache/spacer_jax/reference/default-cpu-v2-generator-v5-mirror_k200
 """
 
 from __future__ import annotations
@@ -160,9 +161,9 @@ def get_or_train_default_reference(num_tokens: int = 200, variant: str = 'cpu') 
   final = os.path.join(workdir, 'final_metrics.json')
   if os.path.exists(final) and _cached(export):
     return export
-  from experiments.configs import reference as reference_configs
-  from spacer_jax.apps import train_reference
-  config = reference_configs.get_config(variant)
+  # Imported here: the trainer imports much of the library, this module very little.
+  from spacer_jax.models import recipes, trainer
+  config = recipes.get_config(variant)
   config.tokens.num_tokens = num_tokens
   config.tokens.steps_per_token = DEFAULT_STEPS_PER_TOKEN
   took = ('seconds' if variant == 'tiny' else
@@ -173,7 +174,7 @@ def get_or_train_default_reference(num_tokens: int = 200, variant: str = 'cpu') 
   start = time.perf_counter()
   get_or_build_default_vocabulary(num_tokens, DEFAULT_STEPS_PER_TOKEN)
   config.tokens.vocabulary = default_vocabulary_path(num_tokens, DEFAULT_STEPS_PER_TOKEN)
-  figures = train_reference.train_and_evaluate(config, workdir)
+  figures = trainer.train_and_evaluate(config, workdir)
   print(f'default reference trained in {(time.perf_counter() - start) / 60:.1f} min: '
         f'{figures}', flush=True)
   return export

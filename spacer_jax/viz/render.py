@@ -105,12 +105,34 @@ def plot_traffic_lights(ax: plt.Axes, state: SimulatorState, t: int) -> None:
     ax.scatter(_np(tl.x[i, t]), _np(tl.y[i, t]), color=colour, s=25, marker='s', zorder=5)
 
 
+def add_legend(ax: plt.Axes) -> None:
+  """What the colours mean: object types, controlled outline, map elements, signals."""
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
+  handles = [
+      Patch(fc='#d62728', label='SDC'),
+      Patch(fc=_OBJECT_COLOURS[ObjectType.VEHICLE], label='vehicle'),
+      Patch(fc=_OBJECT_COLOURS[ObjectType.PEDESTRIAN], label='pedestrian'),
+      Patch(fc=_OBJECT_COLOURS[ObjectType.CYCLIST], label='cyclist'),
+      Patch(fc='white', ec='black', label='controlled (outline)'),
+      Line2D([], [], color=_ROAD_EDGE, lw=1.2, label='road edge'),
+      Line2D([], [], color=_LANE, lw=0.6, label='lane centre'),
+      Line2D([], [], color=_ROAD_LINE, lw=0.8, label='road line'),
+      Line2D([], [], color=_CROSSWALK, lw=1.0, label='crosswalk'),
+      Line2D([], [], color='red', marker='s', ls='', label='signal stop / go',
+             markerfacecolor='red', markeredgecolor='green', markeredgewidth=1.5),
+  ]
+  ax.legend(handles=handles, loc='upper right', fontsize=5, framealpha=0.8)
+
+
 def render_frame(state: SimulatorState, t: int | None = None, view_radius: float = 60.0,
                  centre: Sequence[float] | None = None, title: str | None = None,
-                 dpi: int = 100, size_inches: float = 6.0) -> np.ndarray:
+                 dpi: int = 100, size_inches: float = 6.0, legend: bool = True
+                 ) -> np.ndarray:
   """Renders step ``t`` (default: the state's timestep) to an RGB array ``(H, W, 3)``.
 
-  The view is centred on the SDC at step ``t`` unless ``centre`` is given.
+  The view is centred on the SDC at step ``t`` unless ``centre`` is given; axes are in
+  metres (the scenario's world frame); ``legend`` explains the colours.
   """
   _check_unbatched(state)
   t = int(_np(state.timestep)) if t is None else int(t)
@@ -129,6 +151,10 @@ def render_frame(state: SimulatorState, t: int | None = None, view_radius: float
   ax.set_aspect('equal')
   ax.set_title(title or f't = {t * 0.1:.1f} s')
   ax.tick_params(labelsize=6)
+  ax.set_xlabel('x (m)', fontsize=7)
+  ax.set_ylabel('y (m)', fontsize=7)
+  if legend:
+    add_legend(ax)
   fig.tight_layout()
   fig.canvas.draw()
   frame = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
