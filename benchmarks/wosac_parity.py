@@ -165,7 +165,7 @@ def closed_loop_rollouts(state, spec: str, num_rollouts: int, seed: int = 0) -> 
   """``(R, N, 80)`` closed-loop rollouts of a ``load_policy`` spec on one scenario."""
   from spacer_jax.eval.sim_agent_policies import default_env, load_policy
   from spacer_jax.eval.sim_agents import realism_rollouts
-  from spacer_jax.tokens import get_or_build_default_vocabulary
+  from spacer_jax.models.default_vocabulary import get_or_build_default_vocabulary
   env = default_env()
   policy, params = load_policy(spec, env=env)
   vocab = getattr(policy, 'vocab', None) or get_or_build_default_vocabulary()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from spacer_jax.data.generator import GeneratorConfig, generate_scenario
-from spacer_jax.models import default
+from spacer_jax.models import default, default_vocabulary
 from spacer_jax.models import train as train_lib
 from spacer_jax.models.api import reference_log_probs
 from spacer_jax.models.checkpoint import load_reference as load_reference_artifact
@@ -30,7 +30,7 @@ HELD_OUT = range(30_000_000, 30_000_004)
 
 @needs_shipped
 def test_shipped_reference_matches_todays_recipes():
-  assert SHIPPED['vocabulary_recipe'] == vocabulary.DEFAULT_RECIPE, (
+  assert SHIPPED['vocabulary_recipe'] == default_vocabulary.DEFAULT_RECIPE, (
       'the packaged reference was trained on another vocabulary recipe: retrain it and '
       'run experiments.ship_reference')
   assert SHIPPED['reference_recipe'] == default.DEFAULT_REFERENCE_RECIPE
@@ -115,8 +115,8 @@ def test_shipped_vocabulary_is_what_the_default_build_makes_today(tmp_path, monk
   # A fresh machine builds the default vocabulary from the generator; SPACER then pairs
   # it with the packaged reference, so both must hold the same tokens.
   monkeypatch.setenv(vocabulary.CACHE_ENV_VAR, str(tmp_path))
-  built = vocabulary.get_or_build_default_vocabulary(SHIPPED['num_tokens'],
-                                                     SHIPPED['steps_per_token'])
+  built = default_vocabulary.get_or_build_default_vocabulary(
+      SHIPPED['num_tokens'], SHIPPED['steps_per_token'])
   shipped = vocabulary.load_vocabulary(os.path.join(default.SHIPPED_DIR,
                                                     default.SHIPPED_VOCABULARY))
   np.testing.assert_allclose(np.asarray(built.poses), np.asarray(shipped.poses), atol=1e-6)

@@ -97,6 +97,18 @@ def test_evaluate_writes_the_report_and_resumes(tmp_path, spacer_workdir):
   with open(os.path.join(workdir, 'report.json')) as f:
     assert json.load(f)['planner_study'] is None
 
+  # A finished result is kept only for the same spec and decoding: one written for
+  # another policy under this label is evaluated again, never reported as this one's.
+  path = os.path.join(workdir, 'results', 'log_replay.json')
+  with open(path) as f:
+    forged = json.load(f)
+  forged['spec'], forged['realism']['2025']['meta_metric'] = 'constant_velocity', 0.123
+  with open(path, 'w') as f:
+    json.dump(forged, f)
+  third = evaluate.run_evaluation(config, workdir, [f'spacer:{spacer_workdir}'])
+  np.testing.assert_allclose(third['realism']['log_replay']['2025']['meta_metric'],
+                             log['meta_metric'])
+
 
 def test_bad_specs_and_files_are_named(tmp_path):
   config = evaluate_configs.get_config('tiny')

@@ -184,3 +184,18 @@ def test_report_plots_label_every_axis_and_flag_outliers(tmp_path):
   assert [p.rsplit('/', 1)[1] for p in paths] == ['realism_bars.png',
                                                    'feature_histograms.png',
                                                    'planner_scores.png']
+
+
+def test_labels_are_unique_even_for_the_same_kind():
+  from spacer_jax.apps.evaluate import _label
+  taken: set[str] = set()
+  specs = [('reference:/runs/ref_catk/export', ''), ('reference:/runs/ref_catk/export',
+                                                     '@top_k=1'),
+           ('reference:default', ''), ('reference:default', ''), ('spacer:/runs/a', ''),
+           ('spacer:/other/a', '')]
+  labels = []
+  for spec, suffix in specs:
+    labels.append(_label(spec, taken, suffix))
+    taken.add(labels[-1])
+  assert labels == ['reference', 'reference@top_k=1', 'reference_default',
+                    'reference_default_2', 'spacer_a', 'spacer_a_2']

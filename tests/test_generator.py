@@ -397,7 +397,7 @@ def test_worlds_are_deterministic(worlds):
 def test_recipe_names_follow_the_generator_version():
   from spacer_jax.data.generator import GENERATOR_VERSION
   from spacer_jax.data.writer import WriterConfig
-  from spacer_jax.tokens.vocabulary import DEFAULT_RECIPE
+  from spacer_jax.models.default_vocabulary import DEFAULT_RECIPE
   assert DEFAULT_RECIPE == f'{GENERATOR_VERSION}-mirror'
   assert WriterConfig('/tmp', 1).identity()['generator_version'] == GENERATOR_VERSION
 

@@ -17,10 +17,11 @@ from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.models import build_reference_inputs, init_reference, reference_config
+from spacer_jax.models.default_vocabulary import build_vocabulary_from_generator
 from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
-from spacer_jax.tokens import BuildConfig, build_vocabulary_from_generator
+from spacer_jax.tokens import BuildConfig
 from spacer_jax.training import runs
 
 # 6000 points (the cpu recipes): 4000 hold the map around only a few objects of a fast

@@ -11,6 +11,7 @@ import pytest
 
 from spacer_jax import tokens
 from spacer_jax.data.generator import GeneratorConfig, generate_scenario
+from spacer_jax.models import default_vocabulary
 from spacer_jax.sim import builders, geometry
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import StateDynamics
@@ -212,7 +213,7 @@ def test_load_errors(tmp_path, vocab_and_meta):
 def test_default_vocabulary_cache(tmp_path, monkeypatch, vocab_and_meta):
   vocab, meta = vocab_and_meta
   monkeypatch.setenv(vocabulary.CACHE_ENV_VAR, str(tmp_path))
-  path = tokens.default_vocabulary_path(16, 2)
+  path = default_vocabulary.default_vocabulary_path(16, 2)
   assert path.startswith(str(tmp_path)) and 'k16_s2' in path
   calls = []
 
@@ -220,18 +221,18 @@ def test_default_vocabulary_cache(tmp_path, monkeypatch, vocab_and_meta):
     calls.append((list(seeds), config.num_tokens))
     return vocab, {**meta, 'build_config': dataclasses.asdict(config)}
 
-  monkeypatch.setattr(builder, 'build_vocabulary_from_generator', fake_build)
-  first = tokens.get_or_build_default_vocabulary(16, 2)  # Absent: built and cached.
+  monkeypatch.setattr(default_vocabulary, 'build_vocabulary_from_generator', fake_build)
+  first = default_vocabulary.get_or_build_default_vocabulary(16, 2)  # Absent: built and cached.
   assert os.path.exists(path) and len(calls) == 1 and calls[0][1] == 16
-  second = tokens.get_or_build_default_vocabulary(16, 2)  # Cached: loaded.
+  second = default_vocabulary.get_or_build_default_vocabulary(16, 2)  # Cached: loaded.
   assert len(calls) == 1
   np.testing.assert_array_equal(first.poses, second.poses)
   with open(path, 'wb') as f:
     f.write(b'corrupt')
-  tokens.get_or_build_default_vocabulary(16, 2)  # Corrupt: rebuilt.
+  default_vocabulary.get_or_build_default_vocabulary(16, 2)  # Corrupt: rebuilt.
   assert len(calls) == 2 and tokens.load_vocabulary(path).num_tokens == 16
   tokens.save_vocabulary(path, vocab, meta)  # Built with another config (SMALL): stale.
-  tokens.get_or_build_default_vocabulary(16, 2)
+  default_vocabulary.get_or_build_default_vocabulary(16, 2)
   assert len(calls) == 3
 
 

@@ -63,6 +63,9 @@ class PolicyEntry:
   vocab: TokenVocabulary
   source: str = 'no weights'
   step: Optional[int] = None
+  # The decoding it was loaded with (top_k, temperature, learned_top_k): with the spec,
+  # what decides whether a finished result in the workdir is this policy's.
+  decoding: Optional[dict[str, Any]] = None
   _run: Any = dataclasses.field(default=None, repr=False)  # Compiled closed loop.
 
   @property
@@ -91,21 +94,32 @@ def load_scenarios(config: ml_collections.ConfigDict) -> SimulatorState:
 
 
 def _default_vocab(config: ml_collections.ConfigDict) -> TokenVocabulary:
-  from spacer_jax.tokens import get_or_build_default_vocabulary, load_vocabulary
+  from spacer_jax.models.default_vocabulary import get_or_build_default_vocabulary
+  from spacer_jax.tokens import load_vocabulary
   if config.tokens.vocabulary:
     return load_vocabulary(config.tokens.vocabulary)
   return get_or_build_default_vocabulary(config.tokens.num_tokens,
                                          config.tokens.steps_per_token)
 
 
-def _label(spec: str, taken: set[str]) -> str:
+def _label(spec: str, taken: set[str], suffix: str = '') -> str:
+  """A report label for ``spec`` not in ``taken``, ending in ``suffix``: the kind alone
+  for the first reference and for ``KIND:default``, else the kind and the run's folder
+  (``spacer_run1``; ``reference_ref_catk`` for ``.../ref_catk/export``); ``_2``, ``_3``
+  ... keep it unique."""
   kind, _, path = spec.partition(':')
   label = kind
-  if path and path != 'default' and kind != 'reference':
-    label = f'{kind}_{os.path.basename(os.path.normpath(path))}'
-  while label in taken:
-    label += '_'
-  return label
+  named = kind not in ('reference',) and path != 'default'
+  if path and (named or kind + suffix in taken):
+    folder = os.path.normpath(path)
+    if os.path.basename(folder) == 'export':  # A train_reference workdir's export.
+      folder = os.path.dirname(folder)
+    label = f'{kind}_{os.path.basename(folder)}'
+  label += suffix
+  unique, n = label, 2
+  while unique in taken:
+    unique, n = f'{label}_{n}', n + 1
+  return unique
 
 
 # Decoding overrides a spec may carry after '@' (``reference:default@top_k=1``).
@@ -149,12 +163,10 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
     spec, decoding = split_decoding(full_spec)
     suffix = ''.join(f'@{k}={v}' for k, v in decoding.items())
     default = spec == 'reference:default'
+    label = _label(spec, taken, suffix)
     if default:
       from spacer_jax.models.default import get_or_train_default_reference
       spec = 'reference:' + get_or_train_default_reference(config.tokens.num_tokens)
-      label = 'reference' + suffix
-    else:
-      label = _label(spec, taken) + suffix
     token_policy = spec.partition(':')[0] != spec
     settings = dict(top_k=config.realism.top_k, temperature=config.realism.temperature,
                     learned_top_k=config.realism.learned_top_k)
@@ -165,7 +177,8 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
     taken.add(label)
     source, step = weights_origin(spec, default)
     entries.append(PolicyEntry(label, spec, policy, params,
-                               getattr(policy, 'vocab', None) or vocab, source, step))
+                               getattr(policy, 'vocab', None) or vocab, source, step,
+                               decoding=settings))
   return entries
 
 
@@ -411,12 +424,18 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
   for entry in tqdm(entries, desc='policies', unit='policy'):
     path = os.path.join(workdir, 'results', f'{entry.label}.json')
     hist = {}
+    done = None
     if os.path.exists(path):
       with open(path) as f:
         done = json.load(f)
-    else:
+      # Kept only for the same policy: a label can name another spec in a later run.
+      if done.get('spec') != entry.spec or done.get('decoding') != entry.decoding:
+        _above_bar(f'  {entry.label}: results/{entry.label}.json holds {done.get("spec")} '
+                   f'{done.get("decoding") or ""}; evaluating {entry.spec} again.')
+        done = None
+    if done is None:
       start = time.perf_counter()
-      done = {'spec': entry.spec,
+      done = {'spec': entry.spec, 'decoding': entry.decoding,
               'realism': evaluate_realism(entry, scenes, config, rng, hist, mesh),
               'speed': measure_speed(entry, scenes, config)}
       done['seconds'] = time.perf_counter() - start

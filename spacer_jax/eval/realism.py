@@ -61,14 +61,15 @@ from flax import struct
 from spacer_jax.eval import estimators, features, red_light, road_edge
 from spacer_jax.eval.wosac_config import BUCKETS, FEATURE_NAMES, WosacConfig, get_config
 from spacer_jax.sim import geometry
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import (
-    INIT_STEPS,
-    ObjectMetadata,
-    ObjectType,
-    RoadgraphPoints,
-    SimulatorState,
-    TrafficLights,
-    Trajectory,
+  INIT_STEPS,
+  ObjectMetadata,
+  ObjectType,
+  RoadgraphPoints,
+  SimulatorState,
+  TrafficLights,
+  Trajectory,
 )
 from spacer_jax.sim.metrics.road_edges import RoadEdgeIndexConfig
 
@@ -414,21 +415,15 @@ def _score_single(f: WosacFeatures, config: WosacConfig) -> RealismResult:
                        invalid_sim_steps=f.invalid_sim_steps, **counts, **out)
 
 
-def _batched(fn, batch_ndim: int):
-  for _ in range(batch_ndim):
-    fn = jax.vmap(fn)
-  return fn
-
-
 @functools.partial(jax.jit, static_argnames=('options',))
 def _features_jit(log, meta, rg, lights, future, options):
   fn = lambda *args: _features_single(*args, options=options)
-  return _batched(fn, log.x.ndim - 2)(log, meta, rg, lights, future)
+  return map_leading_dims(fn, log.x.ndim - 2)(log, meta, rg, lights, future)
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
 def _score_jit(f, config):
-  return _batched(lambda x: _score_single(x, config), f.num_evaluated.ndim)(f)
+  return map_leading_dims(lambda x: _score_single(x, config), f.num_evaluated.ndim)(f)
 
 
 def _is_concrete(x) -> bool:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from spacer_jax.eval.road_edge import polyline_ends
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import RoadgraphPoints, TrafficLights, is_red
 
 SURFACE_STREET = 2  # the only lane type the red-light rule considers
@@ -144,9 +145,7 @@ def build_stop_lines(roadgraph: RoadgraphPoints, traffic_lights: TrafficLights,
   if first_step < 1:
     raise ValueError(f'build_stop_lines: first_step={first_step}, expected >= 1.')
   fn = lambda rg, tl: _stop_lines_single(rg, tl, first_step, max_lane_points)
-  for _ in range(roadgraph.x.ndim - 1):
-    fn = jax.vmap(fn)
-  return fn(roadgraph, traffic_lights)
+  return map_leading_dims(fn, roadgraph.x.ndim - 1)(roadgraph, traffic_lights)
 
 
 def stop_line_crossings(xy: jax.Array, valid: jax.Array, lines: StopLines) -> jax.Array:
@@ -211,6 +210,4 @@ def red_light_violations(xy: jax.Array, valid: jax.Array, lines: StopLines,
     ``(violation (..., K, S) bool, unchecked (...) int32)``.
   """
   fn = lambda p, v, ln: _red_light_single(p, v, ln, max_checks)
-  for _ in range(xy.ndim - 3):
-    fn = jax.vmap(fn)
-  return fn(xy, valid, lines)
+  return map_leading_dims(fn, xy.ndim - 3)(xy, valid, lines)

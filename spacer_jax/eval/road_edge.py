@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from spacer_jax.sim import geometry
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import RoadgraphPoints
 from spacer_jax.sim.metrics import road_edges
 
@@ -152,9 +153,7 @@ def build_road_edge_segments(roadgraph: RoadgraphPoints,
                              ) -> RoadEdgeSegments:
   """Segments and candidate index of every scenario of ``roadgraph`` ``(..., P)``."""
   fn = lambda rg: _build_edges_single(rg, index_config)
-  for _ in range(roadgraph.x.ndim - 1):
-    fn = jax.vmap(fn)
-  return fn(roadgraph)
+  return map_leading_dims(fn, roadgraph.x.ndim - 1)(roadgraph)
 
 
 def _nearest_segment(q: jax.Array, rows: jax.Array):
@@ -292,15 +291,11 @@ def signed_distance_to_road_edges(query_xyz: jax.Array, segments: RoadEdgeSegmen
   if query_valid is None:
     query_valid = jnp.ones(query_xyz.shape[:-1], bool)
   fn = lambda q, v, seg: _distance_single(q, v, seg, max_fallback)
-  for _ in range(query_xyz.ndim - 2):
-    fn = jax.vmap(fn)
-  return fn(query_xyz, query_valid, segments)
+  return map_leading_dims(fn, query_xyz.ndim - 2)(query_xyz, query_valid, segments)
 
 
 def signed_distance_to_road_edges_brute_force(query_xyz: jax.Array,
                                               segments: RoadEdgeSegments) -> jax.Array:
   """Same as :func:`signed_distance_to_road_edges` over every segment (``O(Q M)``)."""
   fn = lambda q, seg: jnp.where(seg.num_segments > 0, _brute_force(q, seg), jnp.nan)
-  for _ in range(query_xyz.ndim - 2):
-    fn = jax.vmap(fn)
-  return fn(query_xyz, segments)
+  return map_leading_dims(fn, query_xyz.ndim - 2)(query_xyz, segments)

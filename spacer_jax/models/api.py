@@ -27,11 +27,12 @@ from flax import struct
 from spacer_jax.models import features as feat
 from spacer_jax.models.config import ReferenceConfig
 from spacer_jax.models.reference import (
-    DecodeCache,
-    ReferenceModel,
-    empty_cache,
-    position_valid,
+  DecodeCache,
+  ReferenceModel,
+  empty_cache,
+  position_valid,
 )
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import agent_type_index
 
@@ -220,12 +221,6 @@ def as_model(model_or_config: ModelLike) -> ReferenceModel:
                   f'{type(model_or_config).__name__}')
 
 
-def _vmap_batch(fn: Callable, depth: int) -> Callable:
-  for _ in range(depth):
-    fn = jax.vmap(fn)
-  return fn
-
-
 def _first_example(tree: Any, depth: int) -> Any:
   return jax.tree.map(lambda a: a[(0,) * depth], tree)
 
@@ -288,12 +283,12 @@ def reference_log_probs(model_or_config: ModelLike, params: Any, inputs: Referen
   with jax.named_scope('reference'):
     if deterministic:
       fn = lambda x: model.apply(params, x, deterministic=True)
-      logits = _vmap_batch(fn, len(batch))(inputs)
+      logits = map_leading_dims(fn, len(batch))(inputs)
     else:
       keys = jax.random.split(rng, math.prod(batch))
       keys = keys.reshape(*batch, *keys.shape[1:])
       fn = lambda x, k: model.apply(params, x, deterministic=False, rngs={'dropout': k})
-      logits = _vmap_batch(fn, len(batch))(inputs, keys)
+      logits = map_leading_dims(fn, len(batch))(inputs, keys)
     return _normalise(logits, position_valid(inputs))
 
 
@@ -334,7 +329,7 @@ def init_decode(model_or_config: ModelLike, params: Any, inputs: ReferenceInputs
   depth = len(inputs.batch_shape)
   max_len = inputs.num_positions if max_len is None else max_len
   encode = lambda seg: model.apply(params, seg, method=ReferenceModel.encode_map)
-  map_emb = _vmap_batch(encode, depth)(inputs.map_segments)
+  map_emb = map_leading_dims(encode, depth)(inputs.map_segments)
   cache = empty_cache(model.config, inputs.num_agents, max_len)
   cache = jax.tree.map(lambda a: jnp.broadcast_to(a, (*inputs.batch_shape, *a.shape)),
                        cache)
@@ -370,7 +365,7 @@ def decode_step(model_or_config: ModelLike, params: Any, state: DecodeState,
 
   depth = len(state.agent_type.shape) - 1
   with jax.named_scope('reference_decode'):
-    logits, cache = _vmap_batch(one, depth)(state, token_ids, start_pose, end_pose, valid)
+    logits, cache = map_leading_dims(one, depth)(state, token_ids, start_pose, end_pose, valid)
   return _normalise(logits, valid), state.replace(cache=cache)
 
 

@@ -27,12 +27,14 @@ import time
 from typing import Any, Optional
 
 from spacer_jax.models.checkpoint import EXPORT_SUBDIR, load_reference, save_reference
-from spacer_jax.tokens.vocabulary import (
+from spacer_jax.models.default_vocabulary import (
   DEFAULT_RECIPE,
-  DEFAULT_STEPS_PER_TOKEN,
-  cache_dir,
   default_vocabulary_path,
   get_or_build_default_vocabulary,
+)
+from spacer_jax.tokens.vocabulary import (
+  DEFAULT_STEPS_PER_TOKEN,
+  cache_dir,
   load_vocabulary_metadata,
 )
 from spacer_jax.training.checkpoints import staged_directory
@@ -104,6 +106,7 @@ def ship_reference(source: str, command: str, commit: str,
   """
   loaded = load_reference(source)
   vocab_meta = load_vocabulary_metadata(loaded.vocabulary_path)
+  based_on = _init_ship_info(source)  # Read before the package may be replaced.
   with staged_directory(directory, prefix='.ship_') as staging:
     vocab_path = os.path.join(staging, SHIPPED_VOCABULARY)
     shutil.copyfile(loaded.vocabulary_path, vocab_path)
@@ -126,6 +129,10 @@ def ship_reference(source: str, command: str, commit: str,
         'num_params': keep.get('num_params'),
         'eval': keep.get('eval'),
     }
+    if based_on is not None:
+      # A fine-tuned package (e.g. CAT-K from the previous one) keeps its whole lineage.
+      info['fine_tuned'] = bool(keep.get('catk'))
+      info['based_on'] = based_on
     with open(os.path.join(staging, SHIP_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
   return os.path.join(directory, EXPORT_SUBDIR)
@@ -142,6 +149,20 @@ def describe_default_reference(num_tokens: int = 200, variant: str = 'cpu') -> s
   took = 'seconds' if variant == 'tiny' else 'about 45 minutes on a 2-core CPU, once'
   return (f'no default reference for K={num_tokens} yet: trains the "{variant}" one '
           f'first into {workdir} ({took})')
+
+
+def _init_ship_info(source: str) -> Optional[dict[str, Any]]:
+  """``ship.json`` of the package a ``train_reference`` run started from
+  (``init_checkpoint``), if it started from one; else None."""
+  workdir = source if os.path.isdir(os.path.join(source, EXPORT_SUBDIR)) else (
+      os.path.dirname(os.path.normpath(source)))
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      init = json.load(f).get('init_checkpoint') or ''
+  except (OSError, ValueError):
+    return None
+  init = init if os.path.isdir(init) else os.path.dirname(os.path.normpath(init))
+  return shipped_reference_info(init) if init else None
 
 
 def get_or_train_default_reference(num_tokens: int = 200, variant: str = 'cpu') -> str:

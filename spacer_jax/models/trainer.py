@@ -55,7 +55,7 @@ def model_config(config: ml_collections.ConfigDict, num_tokens: int) -> Referenc
 
 def load_vocab(config: ml_collections.ConfigDict) -> tuple[TokenVocabulary, str]:
   """The vocabulary named by ``config.tokens`` (default: the cached default one)."""
-  from spacer_jax.tokens.vocabulary import (
+  from spacer_jax.models.default_vocabulary import (
       default_vocabulary_path,
       get_or_build_default_vocabulary,
   )

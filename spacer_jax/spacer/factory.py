@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from spacer_jax.models.default_vocabulary import (
+  default_vocabulary_path,
+  get_or_build_default_vocabulary,
+)
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
@@ -17,13 +21,7 @@ from spacer_jax.spacer.observation import ObservationConfig
 from spacer_jax.spacer.policy import LateFusionPolicy
 from spacer_jax.spacer.rewards import RewardConfig
 from spacer_jax.spacer.selfplay import SelfPlay
-from spacer_jax.tokens import (
-    TokenEnvironment,
-    TokenVocabulary,
-    get_or_build_default_vocabulary,
-    load_vocabulary,
-)
-from spacer_jax.tokens.vocabulary import default_vocabulary_path
+from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
 
 
 def load_vocab(config: ml_collections.ConfigDict) -> tuple[TokenVocabulary, str]:

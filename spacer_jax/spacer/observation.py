@@ -32,13 +32,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import (
-    MapElementIds,
-    RoadgraphPoints,
-    SimulatorState,
-    TrafficLightStates,
-    Trajectory,
-    is_lane,
+  MapElementIds,
+  RoadgraphPoints,
+  SimulatorState,
+  TrafficLightStates,
+  Trajectory,
+  is_lane,
 )
 from spacer_jax.sim.geometry import smallest_k
 from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
@@ -222,13 +223,6 @@ def sample_goal_visible(rng: jax.Array, shape: tuple[int, ...],
   return jax.random.uniform(rng, shape) >= config.goal_dropout
 
 
-def _map_leading(fn, batch_ndim: int):
-  """``fn`` written for one scenario, vmapped over ``batch_ndim`` leading axes."""
-  for _ in range(batch_ndim):
-    fn = jax.vmap(fn)
-  return fn
-
-
 def _top_nearest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """Indices of the ``k`` smallest entries of the last axis and whether they are finite."""
   d, idx = smallest_k(d2, k)
@@ -332,7 +326,7 @@ def prepare_road_points(state: SimulatorState,
     return jnp.swapaxes(both, -1, -2)
   tl = state.log_traffic_light
   fn = lambda rg, ax, ay, a_ok, lid, lv: _prepare_single(rg, ax, ay, a_ok, lid, lv, config)
-  return _map_leading(fn, len(state.shape))(
+  return map_leading_dims(fn, len(state.shape))(
       state.roadgraph_points, anchors(log.x, cur.x), anchors(log.y, cur.y),
       anchors(log.valid, cur.valid), tl.lane_ids, tl.valid)
 
@@ -493,7 +487,7 @@ def build_observation(state: SimulatorState, agent_mask: jax.Array, goal: jax.Ar
   speed = jnp.sqrt(cur.vel_x[..., 0] ** 2 + cur.vel_y[..., 0] ** 2)
   tl = state.current_traffic_light
   fn = lambda *args: _observe_single(*args, config)
-  return _map_leading(fn, len(batch))(
+  return map_leading_dims(fn, len(batch))(
       cur.x[..., 0], cur.y[..., 0], cur.yaw[..., 0], speed, size,
       state.object_metadata.object_types, cur.valid[..., 0], agent_mask, goal, collided,
       offroad, goal_visible, tl.x[..., 0], tl.y[..., 0], tl.state[..., 0],

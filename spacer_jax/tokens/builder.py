@@ -523,23 +523,6 @@ def build_vocabulary(segments: Sequence[Segments], config: BuildConfig = BuildCo
   return vocab, metadata
 
 
-def build_vocabulary_from_generator(seeds: Sequence[int], generator_config: Any = None,
-                                    config: BuildConfig = BuildConfig()
-                                    ) -> tuple[TokenVocabulary, dict[str, Any]]:
-  """Generates one scenario per seed and builds a vocabulary from their logs."""
-  from spacer_jax.data.generator import GeneratorConfig, generate_scenario
-  start = time.perf_counter()
-  generator_config = generator_config or GeneratorConfig()
-  seeds = [int(s) for s in seeds]
-  segments = extract_segments((generate_scenario(s, generator_config) for s in seeds),
-                              config.steps_per_token)
-  source = {'kind': 'generator', 'seeds': describe_seeds(seeds),
-            'generator_config': jsonable(dataclasses.asdict(generator_config))}
-  vocab, metadata = build_vocabulary(segments, config, source)
-  metadata['build_seconds'] = time.perf_counter() - start
-  return vocab, metadata
-
-
 def describe_seeds(seeds: list[int]) -> Any:
   """``{'first', 'count'}`` for a consecutive range, else the list."""
   if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))):

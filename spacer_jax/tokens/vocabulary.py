@@ -8,9 +8,10 @@ clustering of logged motion segments.
 
 Artifacts are one ``.npz`` (arrays plus the metadata as JSON, written atomically) and a
 human-readable ``.json`` copy of the metadata next to it; the ``.npz`` is authoritative.
-The default vocabulary is not checked in: :func:`get_or_build_default_vocabulary`
-builds it deterministically from the generator into ``$SPACER_JAX_CACHE`` (default
-``~/.cache/spacer_jax``) on first use.
+The default vocabulary is not checked in:
+``spacer_jax.models.default_vocabulary.get_or_build_default_vocabulary`` builds it
+deterministically from the generator into :func:`cache_dir` on first use (it lives
+above this package because it needs the generator).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from spacer_jax.data.generator.config import GENERATOR_VERSION
 from spacer_jax.sim import geometry
 
 NUM_AGENT_TYPES = 3
@@ -35,10 +35,6 @@ DEFAULT_NUM_TOKENS = 200
 DEFAULT_STEPS_PER_TOKEN = 2
 # Box (length, width) per type when the data holds no agent of that type, metres.
 DEFAULT_BOX_SIZES = ((4.5, 2.0), (0.8, 0.8), (1.8, 0.8))
-# Builder recipe of the cached default vocabulary: the generator version it is built
-# from plus the builder's own settings, so a new generator never meets an old cache.
-# Bump the suffix to invalidate old caches for a builder change.
-DEFAULT_RECIPE = f'{GENERATOR_VERSION}-mirror'
 CACHE_ENV_VAR = 'SPACER_JAX_CACHE'
 
 
@@ -201,54 +197,9 @@ def load_vocabulary(path: str) -> TokenVocabulary:
   return vocab
 
 
-# -- default vocabulary ------------------------------------------------------------
-
-# The default build: generator scenarios 0..63 (held-out evaluations use other seeds).
-DEFAULT_BUILD_SEEDS = range(64)
-# The map does not enter the build: a small roadgraph, every object logged all along.
-DEFAULT_GENERATOR_KWARGS = {'num_objects': 128, 'num_roadgraph_points': 1000,
-                            'log_off_map': True}
-
+# -- cache ---------------------------------------------------------------------------
 
 def cache_dir() -> str:
   """``$SPACER_JAX_CACHE`` or ``~/.cache/spacer_jax``."""
   return os.environ.get(CACHE_ENV_VAR) or os.path.join(
       os.path.expanduser('~'), '.cache', 'spacer_jax')
-
-
-def default_vocabulary_path(num_tokens: int = DEFAULT_NUM_TOKENS,
-                            steps_per_token: int = DEFAULT_STEPS_PER_TOKEN) -> str:
-  """Cache path of the default vocabulary for ``(K, S)``; the recipe is in the name."""
-  name = f'vocab_{DEFAULT_RECIPE}_k{num_tokens}_s{steps_per_token}_v{FORMAT_VERSION}.npz'
-  return os.path.join(cache_dir(), 'tokens', name)
-
-
-def get_or_build_default_vocabulary(num_tokens: int = DEFAULT_NUM_TOKENS,
-                                    steps_per_token: int = DEFAULT_STEPS_PER_TOKEN
-                                    ) -> TokenVocabulary:
-  """Loads the cached default vocabulary, building and caching it first if absent.
-
-  The build is deterministic (generator seeds ``DEFAULT_BUILD_SEEDS``, builder seed 0;
-  about 20 s of one CPU core at K = 200), so concurrent processes write identical files
-  and the atomic rename keeps readers safe. A cache file that is unreadable, or whose
-  recorded build config differs from today's defaults, is rebuilt.
-  """
-  import dataclasses
-
-  from spacer_jax.tokens import builder  # The builder imports this module.
-  config = builder.BuildConfig(num_tokens=num_tokens, steps_per_token=steps_per_token)
-  expected = json.loads(json.dumps(dataclasses.asdict(config)))
-  path = default_vocabulary_path(num_tokens, steps_per_token)
-  if os.path.exists(path):
-    try:
-      vocab = load_vocabulary(path)
-      if load_vocabulary_metadata(path).get('build_config') == expected:
-        return vocab
-    except VocabularyError:
-      pass  # A stale or corrupt cache is replaced below.
-  from spacer_jax.data.generator import GeneratorConfig
-  vocab, metadata = builder.build_vocabulary_from_generator(
-      DEFAULT_BUILD_SEEDS, GeneratorConfig(**DEFAULT_GENERATOR_KWARGS), config)
-  metadata['recipe'] = DEFAULT_RECIPE
-  save_vocabulary(path, vocab, metadata)
-  return vocab

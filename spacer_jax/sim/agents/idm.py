@@ -216,6 +216,36 @@ def boxes_overlap(c1: jax.Array, yaw1: jax.Array, half_l1: jax.Array, half_w1: j
                             jnp.cos(yaw2), jnp.sin(yaw2), half_l2, half_w2)
 
 
+def idm_acceleration(speed: jax.Array, desired_speed: jax.Array, gap: jax.Array,
+                     lead_speed: jax.Array, has_leader: jax.Array, *, max_accel: jax.Array,
+                     comfortable_decel: jax.Array, min_gap: jax.Array,
+                     time_headway: jax.Array, exponent: float, min_gap_floor: float
+                     ) -> jax.Array:
+  """The IDM formula (module docstring), m/s^2, elementwise; broadcasts over ``(...)``.
+
+  Unclipped: IDM's braking term is unbounded, so callers bound the result themselves
+  (``IDMAgent``: ``-max_decel`` after the other bounds; the ego ``IDMPlanner``:
+  ``[-max_decel, a_max]``).
+
+  Args:
+    speed: own speed v >= 0, m/s.
+    desired_speed: v0 > 0, m/s (callers floor it: the formula divides by it).
+    gap: bumper-to-bumper gap s to the leader, metres (ignored without a leader); clamped
+      to at least ``min_gap_floor`` so a touching leader brakes hard but finitely.
+    lead_speed: the leader's speed along the own path, m/s.
+    has_leader: bool; without a leader the interaction term is dropped.
+    max_accel: a_max, m/s^2. comfortable_decel: b, m/s^2. min_gap: s0, metres.
+    time_headway: T, seconds. exponent: delta. min_gap_floor: metres.
+  """
+  free = 1.0 - jnp.power(speed / desired_speed, exponent)
+  dv = speed - lead_speed
+  brake = 2.0 * jnp.sqrt(max_accel * comfortable_decel)
+  desired_gap = min_gap + jnp.maximum(0.0, speed * time_headway + speed * dv / brake)
+  gap = jnp.maximum(gap, min_gap_floor)
+  interaction = jnp.where(has_leader, (desired_gap / gap) ** 2, 0.0)
+  return max_accel * (free - interaction)
+
+
 @dataclasses.dataclass(frozen=True)
 class IDMAgent(SimAgent):
   """IDM speed control along each object's own logged path (module docstring).
@@ -404,7 +434,7 @@ class IDMAgent(SimAgent):
   def acceleration(self, speed: jax.Array, desired_speed: jax.Array, gap: jax.Array,
                    lead_speed: jax.Array, has_leader: jax.Array,
                    time_headway: float | None = None) -> jax.Array:
-    """IDM acceleration, m/s^2, elementwise.
+    """IDM acceleration, m/s^2, elementwise (:func:`idm_acceleration`, unclipped).
 
     Args:
       speed: own speed v >= 0, m/s.
@@ -416,14 +446,11 @@ class IDMAgent(SimAgent):
     """
     if time_headway is None:
       time_headway = self.time_headway
-    free = 1.0 - jnp.power(speed / desired_speed, self.exponent)
-    dv = speed - lead_speed
-    brake = 2.0 * jnp.sqrt(self.max_accel * self.comfortable_decel)
-    desired_gap = self.min_gap + jnp.maximum(
-        0.0, speed * time_headway + speed * dv / brake)
-    gap = jnp.maximum(gap, self.min_gap_floor)
-    interaction = jnp.where(has_leader, (desired_gap / gap) ** 2, 0.0)
-    return self.max_accel * (free - interaction)
+    return idm_acceleration(speed, desired_speed, gap, lead_speed, has_leader,
+                            max_accel=self.max_accel,
+                            comfortable_decel=self.comfortable_decel, min_gap=self.min_gap,
+                            time_headway=time_headway, exponent=self.exponent,
+                            min_gap_floor=self.min_gap_floor)
 
   def find_leaders(self, state: SimulatorState, points: jax.Array, arc: jax.Array,
                    s: jax.Array, yaw: jax.Array

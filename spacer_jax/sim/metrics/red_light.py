@@ -25,14 +25,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import (
-    ObjectType,
-    SimulatorState,
-    is_lane,
-    is_red,
-    slice_time,
+  ObjectType,
+  SimulatorState,
+  is_lane,
+  is_red,
+  slice_time,
 )
-from spacer_jax.sim.metrics._batching import map_batch
 from spacer_jax.sim.metrics.base import MetricResult
 
 SEARCH_RADIUS = 10.0  # m around each stop point.
@@ -78,6 +78,6 @@ def red_light_violation(state: SimulatorState) -> MetricResult:
   valid = (now.valid[..., 0] & prev.valid[..., 0] & (t >= 1)[..., None]
            & (state.object_metadata.object_types == ObjectType.VEHICLE))
   tl = jax.tree_util.tree_map(lambda a: a[..., 0], state.current_traffic_light)
-  value = map_batch(_single, len(state.shape))(
+  value = map_leading_dims(_single, len(state.shape))(
       now.xy[..., 0, :], prev.xy[..., 0, :], valid, tl, state.roadgraph_points)
   return MetricResult.create(value, valid)

@@ -59,8 +59,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from spacer_jax.sim import geometry
+from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import RoadgraphPoints, is_road_edge
-from spacer_jax.sim.metrics._batching import map_batch
 
 Z_STRETCH = 2.0  # Waymax's altitude weight, separates over/underpasses.
 
@@ -197,7 +197,7 @@ def signed_distance_to_road_edge_brute_force(query_xyz: jax.Array,
   Returns:
     :class:`RoadEdgeDistance` ``(..., Q)``. Costs ``O(Q P)`` time and memory.
   """
-  return map_batch(_brute_force_single, roadgraph.x.ndim - 1)(query_xyz, roadgraph)
+  return map_leading_dims(_brute_force_single, roadgraph.x.ndim - 1)(query_xyz, roadgraph)
 
 
 # -- index ----------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def build_road_edge_index(roadgraph: RoadgraphPoints,
   the roadgraph's leading dims.
   """
   config = RoadEdgeIndexConfig() if config is None else config
-  return map_batch(lambda rg: _build_single(rg, config), roadgraph.x.ndim - 1)(roadgraph)
+  return map_leading_dims(lambda rg: _build_single(rg, config), roadgraph.x.ndim - 1)(roadgraph)
 
 
 def _query_single(query_xyz: jax.Array, index: RoadEdgeIndex) -> RoadEdgeDistance:
@@ -336,4 +336,4 @@ def signed_distance_to_road_edge(query_xyz: jax.Array, roadgraph: RoadgraphPoint
   """
   if index is None:
     return signed_distance_to_road_edge_brute_force(query_xyz, roadgraph)
-  return map_batch(_query_single, index.origin.ndim - 1)(query_xyz, index)
+  return map_leading_dims(_query_single, index.origin.ndim - 1)(query_xyz, index)
