@@ -42,6 +42,7 @@ RULES = {
     'obs.num_road_points': 'int >= 1 and <= obs.max_prepared_points',
     'obs.max_prepared_points': 'int >= 1',
     'obs.goal_dropout': 'float in [0, 1]',
+    'policy.network': 'str',  # A registered name (spacer.policy.register_policy_network).
     'policy.width': 'int >= 1',
     'policy.hidden': 'int >= 1',
     'policy.head_width': 'int >= 1',
@@ -126,6 +127,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.obs.goal_dropout = 0.5  # Train with and without goal conditioning.
 
   c.policy = ml_collections.ConfigDict()
+  # A registered network (spacer_jax.spacer.policy.register_policy_network); the other
+  # fields of this block are its constructor's.
+  c.policy.network = 'late_fusion'
   c.policy.width = 64
   c.policy.hidden = 128
   c.policy.head_width = 32

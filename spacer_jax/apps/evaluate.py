@@ -348,7 +348,7 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
                   config: ml_collections.ConfigDict) -> Optional[Any]:
   """Planners (IDM grid, Frenet family, learned egos) x sim-agent modes."""
   from spacer_jax.eval.planner_study import run_planner_study
-  from spacer_jax.eval.planners import PolicyEgo, frenet_planner_family, idm_planner_grid
+  from spacer_jax.eval.planners import PolicyEgo, get_planner_family
   from spacer_jax.eval.sim_agent_policies import default_env
   learned = [e for e in entries if e.kind in LEARNED_KINDS]
   wanted = [m for m in config.planners.modes.split(',') if m]
@@ -364,9 +364,9 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
     return None
   vocab = next((e.vocab for e in entries if e.kind in ('reference',) + LEARNED_KINDS),
                entries[0].vocab)
-  planners = dict(idm_planner_grid(config.planners.num_idm))
+  planners = dict(get_planner_family('idm', config.planners.num_idm))
   if config.planners.num_frenet:
-    planners.update(frenet_planner_family(config.planners.num_frenet))
+    planners.update(get_planner_family('frenet', config.planners.num_frenet))
   if config.planners.learned_egos:
     for e in learned:
       planners[f'ego_{e.label}'] = (PolicyEgo(e.policy), e.params)

@@ -247,6 +247,9 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
   return '\n'.join(lines)
 
 
+# Fields newer than some runs on disk, with the value those runs implicitly had.
+ADDED_FIELDS = {'policy.network': 'late_fusion'}
+
 # Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
                   'train.log_every', 'train.eval_every', 'train.checkpoint_every',
@@ -275,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config.tokens.vocabulary = vocab_path
   # Refused before anything is written: a resumed run must keep its config.
   if is_main:
-    runs.accept_config(workdir, config, SAFE_TO_CHANGE)
+    runs.accept_config(workdir, config, SAFE_TO_CHANGE, ADDED_FIELDS)
   steps_per_iter = config.train.steps_per_iteration
   agent_steps_per_iter = (config.env.num_worlds * config.env.policy_steps
                           * config.data.num_objects * steps_per_iter)

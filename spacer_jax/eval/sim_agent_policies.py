@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
@@ -41,6 +42,7 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.datatypes import TIMESTEP_SECONDS, slice_time
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
+from spacer_jax.sim.registry import Registry
 from spacer_jax.spacer import observation as obs_lib
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds
@@ -479,6 +481,60 @@ SCRIPTED = ('log_replay', 'constant_velocity', 'idm')
 LEARNED = ('spacer', 'ppo', 'hr_ppo')
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicyLoader:
+  """How ``load_policy`` builds one kind of policy spec (``KIND`` or ``KIND:PATH``).
+
+  ``build(path, env=, vocab=, **settings) -> (policy, params)``, with the decoding
+  settings of :func:`load_policy` (``top_k``, ``temperature``, ``greedy``,
+  ``max_steps``, ``goals``, ``learned_top_k``) as keywords; ``takes_path`` says whether
+  the spec names a file (``default`` is a name any kind may give its packaged weights).
+  """
+
+  build: Callable[..., tuple[SimAgentPolicy, Any]]
+  takes_path: bool
+
+
+_POLICIES: Registry[PolicyLoader] = Registry('evaluation policy')
+
+
+def register_eval_policy(kind: str, build: Callable[..., tuple[SimAgentPolicy, Any]],
+                         takes_path: bool, overwrite: bool = False) -> PolicyLoader:
+  """Makes the spec ``kind`` (``kind:PATH`` when ``takes_path``) load with ``build``
+  in ``load_policy``, ``experiments.evaluate`` and ``experiments.export_wosac``."""
+  return _POLICIES.register(kind, PolicyLoader(build, takes_path), overwrite)
+
+
+def _steps(vocab: TokenVocabulary | None) -> int:
+  return 2 if vocab is None else vocab.steps_per_token
+
+
+def _scripted(make: Callable[[MultiAgentEnvironment, int], SimAgentPolicy]):
+  return lambda path, *, env, vocab, **settings: (make(env, _steps(vocab)), None)
+
+
+def _reference_loader(path, *, env, vocab, top_k, temperature, max_steps, **settings):
+  if path == 'default':  # The packaged default reference (trained if it is stale).
+    from spacer_jax.models.default import get_or_train_default_reference
+    path = get_or_train_default_reference(200 if vocab is None else vocab.num_tokens)
+  return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps)
+
+
+def _learned_loader(kind: str):
+  def build(path, *, env, vocab, greedy, goals, learned_top_k, **settings):
+    return _load_learned_policy(kind, path, vocab, greedy, goals, learned_top_k)
+  return build
+
+
+register_eval_policy('log_replay', _scripted(lambda env, s: LogReplayPolicy(s)), False)
+register_eval_policy('constant_velocity',
+                     _scripted(lambda env, s: ConstantVelocityPolicy(s)), False)
+register_eval_policy('idm', _scripted(lambda env, s: IDMPolicy(env, IDMAgent(), s)), False)
+register_eval_policy('reference', _reference_loader, True)
+for _kind in LEARNED:
+  register_eval_policy(_kind, _learned_loader(_kind), True)
+
+
 def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
                 vocab: TokenVocabulary | None = None, top_k: int = 32,
                 temperature: float = 1.0, greedy: bool = False, max_steps: int = 40,
@@ -486,10 +542,11 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
                 ) -> tuple[SimAgentPolicy, Any]:
   """Builds a sim-agent policy and its parameters from a spec.
 
-  Specs: ``log_replay``, ``constant_velocity``, ``idm`` (no parameters; S from
-  ``vocab``, default 2); ``reference:PATH`` (a reference artifact or ``train_reference``
-  workdir, via ``load_reference``; vocabulary from the artifact unless ``vocab`` is
-  given; ``reference:default`` is the packaged default reference); ``spacer:WORKDIR``,
+  Specs (kinds registered with :func:`register_eval_policy`): ``log_replay``,
+  ``constant_velocity``, ``idm`` (no parameters; S from ``vocab``, default 2);
+  ``reference:PATH`` (a reference artifact or ``train_reference`` workdir, via
+  ``load_reference``; vocabulary from the artifact unless ``vocab`` is given;
+  ``reference:default`` is the packaged default reference); ``spacer:WORKDIR``,
   ``ppo:WORKDIR``, ``hr_ppo:WORKDIR`` (a ``train_spacer`` workdir: its ``config.json``
   and newest checkpoint; vocabulary from the config unless ``vocab`` is given). Token
   policies expose their vocabulary as ``policy.vocab``: pass it to the runner.
@@ -512,29 +569,21 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
   """
   kind, _, path = spec.partition(':')
   env = default_env() if env is None else env
-  steps = 2 if vocab is None else vocab.steps_per_token
-  if kind in SCRIPTED:
-    if path:
-      raise ValueError(f'policy spec {spec!r}: {kind!r} takes no path.')
-    if kind == 'log_replay':
-      return LogReplayPolicy(steps), None
-    if kind == 'constant_velocity':
-      return ConstantVelocityPolicy(steps), None
-    return IDMPolicy(env, IDMAgent(), steps), None
-  if kind not in ('reference',) + LEARNED:
-    raise ValueError(f'unknown policy spec {spec!r}; expected one of {list(SCRIPTED)} or '
-                     f'reference:PATH, spacer:WORKDIR, ppo:WORKDIR, hr_ppo:WORKDIR.')
-  if not path:
+  if kind not in _POLICIES:
+    without = [k for k in _POLICIES if not _POLICIES.get(k).takes_path]
+    with_path = ', '.join(f'{k}:PATH' for k in _POLICIES if _POLICIES.get(k).takes_path)
+    raise ValueError(f'unknown policy spec {spec!r}; expected one of {without} or '
+                     f'{with_path}.')
+  loader = _POLICIES.get(kind)
+  if not loader.takes_path and path:
+    raise ValueError(f'policy spec {spec!r}: {kind!r} takes no path.')
+  if loader.takes_path and not path:
     raise ValueError(f'policy spec {spec!r} needs a path: {kind}:PATH.')
-  packaged = kind == 'reference' and path == 'default'  # a name, not a path
-  if not packaged and not os.path.exists(path):
+  if path and path != 'default' and not os.path.exists(path):
     raise FileNotFoundError(f'policy spec {spec!r}: {path!r} does not exist.')
-  if kind == 'reference':
-    if path == 'default':  # The packaged default reference (trained if it is stale).
-      from spacer_jax.models.default import get_or_train_default_reference
-      path = get_or_train_default_reference(200 if vocab is None else vocab.num_tokens)
-    return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps)
-  return _load_learned_policy(kind, path, vocab, greedy, goals, learned_top_k)
+  return loader.build(path, env=env, vocab=vocab, top_k=top_k, temperature=temperature,
+                      greedy=greedy, max_steps=max_steps, goals=goals,
+                      learned_top_k=learned_top_k)
 
 
 def _checked_vocab(vocab: TokenVocabulary, num_tokens: int, what: str) -> TokenVocabulary:
@@ -607,4 +656,5 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
 
 __all__ = ['GOAL_MODES', 'ConstantVelocityPolicy', 'IDMPolicy', 'LearnedCarry',
            'LearnedPolicy', 'LogReplayPolicy', 'ReferenceCarry', 'ReferencePolicy',
-           'default_env', 'example_observation', 'load_policy', 'vocabulary_key']
+           'PolicyLoader', 'default_env', 'example_observation', 'load_policy',
+           'register_eval_policy', 'vocabulary_key']

@@ -18,7 +18,7 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.spacer.observation import ObservationConfig
-from spacer_jax.spacer.policy import LateFusionPolicy
+from spacer_jax.spacer.policy import get_policy_network
 from spacer_jax.spacer.rewards import RewardConfig
 from spacer_jax.spacer.selfplay import SelfPlay
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
@@ -40,8 +40,10 @@ def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> 
   ``train_spacer`` config (``policy``, ``obs``, ``reward`` and ``env`` blocks)."""
   env = MultiAgentEnvironment(get_dynamics_model('delta_global'),
                               EnvConfig(metrics=('overlap', 'offroad'), rewards={}))
-  policy = LateFusionPolicy(num_tokens=vocab.num_tokens, width=config.policy.width,
-                            hidden=config.policy.hidden, head_width=config.policy.head_width)
+  fields = dict(config.policy)
+  # Runs written before networks were registered hold no name: theirs is late fusion.
+  network = fields.pop('network', 'late_fusion')
+  policy = get_policy_network(network, num_tokens=vocab.num_tokens, **fields)
   obs = ObservationConfig(max_partners=config.obs.max_partners,
                           partner_radius=config.obs.partner_radius,
                           num_road_points=config.obs.num_road_points,

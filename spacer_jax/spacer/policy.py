@@ -16,10 +16,13 @@ actor heads 32,184, critic 129).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from spacer_jax.sim.registry import Registry
 from spacer_jax.spacer.observation import NUM_AGENT_TYPES, PolicyObservation
 
 
@@ -98,6 +101,34 @@ def policy_apply(module: LateFusionPolicy, params, obs: PolicyObservation
   """``(logits (..., N, K), values (..., N))``; wrap with ``functools.partial`` for
   :func:`spacer_jax.spacer.losses.ppo_loss`'s ``apply_fn(params, obs)``."""
   return module.apply(params, obs)
+
+
+# Policy networks by the name a config's ``policy.network`` gives. A network is a flax
+# module taking a PolicyObservation and returning ``(logits (..., N, K), values (..., N))``,
+# with a ``num_tokens`` field; the other fields of the config's ``policy`` block are
+# its constructor arguments.
+_NETWORKS: Registry[type[nn.Module]] = Registry('policy network')
+
+
+def register_policy_network(name: str, network: type[nn.Module],
+                            overwrite: bool = False) -> type[nn.Module]:
+  """Makes ``--config.policy.network=name`` build ``network``."""
+  return _NETWORKS.register(name, network, overwrite)
+
+
+def get_policy_network(name: str, **fields) -> nn.Module:
+  """The registered policy network ``name`` built with ``fields`` (e.g. ``num_tokens``,
+  ``width``); an unknown field is an error naming the network's fields."""
+  network = _NETWORKS.get(name)
+  known = {f.name for f in dataclasses.fields(network)} - {'parent', 'name'}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f'policy network {name!r} has no field(s) {unknown}; its fields: '
+                     f'{sorted(known)}.')
+  return network(**fields)
+
+
+register_policy_network('late_fusion', LateFusionPolicy)
 
 
 def count_params(params) -> int:

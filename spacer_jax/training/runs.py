@@ -70,8 +70,13 @@ def check_workdir(workdir: str, name: str = 'workdir') -> None:
 
 
 def accept_config(workdir: str, config: ml_collections.ConfigDict,
-                  safe_to_change: tuple[str, ...] = ()) -> None:
+                  safe_to_change: tuple[str, ...] = (),
+                  added_fields: Optional[dict[str, Any]] = None) -> None:
   """Writes ``config.json`` for a new run, or checks a resumed run's config.
+
+  ``added_fields`` maps fields added to the config after older runs were written to
+  the value those runs implicitly had (e.g. ``{'policy.network': 'late_fusion'}``), so
+  they still resume.
 
   Raises:
     RunConfigMismatch: the workdir's ``config.json`` differs in fields outside
@@ -83,7 +88,7 @@ def accept_config(workdir: str, config: ml_collections.ConfigDict,
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    before, after = _flatten(old), _flatten(new)
+    before, after = {**(added_fields or {}), **_flatten(old)}, _flatten(new)
     changed = sorted(k for k in set(before) | set(after)
                      if before.get(k) != after.get(k) and k not in safe_to_change)
     if changed:

@@ -64,12 +64,32 @@ from spacer_jax.eval.planners.route import (
 )
 from spacer_jax.eval.planners.scene import EgoNow, ego_now, sdc_index, take_object
 from spacer_jax.eval.planners.stops import StopRules
+from spacer_jax.sim.registry import Registry
+
+# Planner families by name: ``family(n) -> {planner name: (EgoPlanner, params)}``, n
+# members from cautious to assertive; the planner study asks for each by name.
+_FAMILIES: Registry = Registry('planner family')
+
+
+def register_planner_family(name: str, family, overwrite: bool = False):
+  """Makes ``get_planner_family(name, n)`` call ``family(n)``."""
+  return _FAMILIES.register(name, family, overwrite)
+
+
+def get_planner_family(name: str, n: int) -> dict:
+  """``n`` planners of the registered family ``name`` ('idm', 'frenet', ...)."""
+  return _FAMILIES.get(name)(n)
+
+
+register_planner_family('idm', idm_planner_grid)
+register_planner_family('frenet', frenet_planner_family)
 
 __all__ = [
     'FRENET_FAMILY_ENDPOINTS', 'IDM_GRID_ENDPOINTS', 'EgoNow', 'EgoPlanner', 'FrenetCarry',
     'StopRules',
     'FrenetParams', 'FrenetPlanner', 'IDMParams', 'IDMPlanner', 'PolicyEgo', 'PolicyEgoCarry',
     'IDMCarry', 'Route', 'ego_now', 'frenet_planner_family', 'idm_planner_grid',
-    'make_motion', 'route_pose', 'sdc_route', 'sdc_index', 'speed_cap_at',
+    'get_planner_family', 'make_motion', 'register_planner_family', 'route_pose',
+    'sdc_route', 'sdc_index', 'speed_cap_at',
     'speed_cap_profile', 'take_object',
 ]
