@@ -14,7 +14,11 @@ Variants (``spacer.py:<variant>``):
   ``tiny``: seconds on a CPU (tests); combine as ``tiny,ppo``.
 """
 
+import dataclasses
+
 import ml_collections
+
+from spacer_jax.spacer.observation import ObservationConfig
 
 VARIANTS = ('spacer', 'ppo', 'hr_ppo')
 
@@ -42,6 +46,14 @@ RULES = {
     'obs.num_road_points': 'int >= 1 and <= obs.max_prepared_points',
     'obs.max_prepared_points': 'int >= 1',
     'obs.goal_dropout': 'float in [0, 1]',
+    'obs.road_spacing': 'float > 0',
+    'obs.max_light_points': 'int >= 1',
+    'obs.light_radius': 'float > 0',
+    'obs.anchor_stride': 'int >= 1',
+    'obs.speed_scale': 'float > 0',
+    'obs.size_scale': 'float > 0',
+    'obs.road_scale': 'float > 0',
+    'obs.goal_scale': 'float > 0',
     'policy.network': 'str',  # A registered name (spacer.policy.register_policy_network).
     'policy.width': 'int >= 1',
     'policy.hidden': 'int >= 1',
@@ -119,11 +131,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.env.num_worlds = 300  # Worlds simulated in parallel per train step.
   c.env.policy_steps = 40  # 8 s at 5 Hz per episode, starting at 1.0 s.
 
-  c.obs = ml_collections.ConfigDict()
-  c.obs.max_partners = 63
-  c.obs.partner_radius = 50.0
-  c.obs.num_road_points = 200
-  c.obs.max_prepared_points = 2048
+  # Every ObservationConfig field, its defaults from the dataclass (one source), so any
+  # can be set from the command line; the factory builds ObservationConfig(**c.obs).
+  c.obs = ml_collections.ConfigDict(dataclasses.asdict(ObservationConfig()))
   c.obs.goal_dropout = 0.5  # Train with and without goal conditioning.
 
   c.policy = ml_collections.ConfigDict()

@@ -39,6 +39,7 @@ from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.factory import load_vocab, make_selfplay
 from spacer_jax.spacer.losses import LossConfig
+from spacer_jax.spacer.observation import ObservationConfig
 from spacer_jax.spacer.policy import count_params
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds
 from spacer_jax.training import Checkpointer, MetricLogger, format_duration, runs
@@ -248,7 +249,10 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 
 
 # Fields newer than some runs on disk, with the value those runs implicitly had.
-ADDED_FIELDS = {'policy.network': 'late_fusion'}
+ADDED_FIELDS = {'policy.network': 'late_fusion',
+                **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
+                   if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
+                                     'max_prepared_points', 'goal_dropout')}}
 
 # Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',

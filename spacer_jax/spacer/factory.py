@@ -44,11 +44,8 @@ def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> 
   # Runs written before networks were registered hold no name: theirs is late fusion.
   network = fields.pop('network', 'late_fusion')
   policy = get_policy_network(network, num_tokens=vocab.num_tokens, **fields)
-  obs = ObservationConfig(max_partners=config.obs.max_partners,
-                          partner_radius=config.obs.partner_radius,
-                          num_road_points=config.obs.num_road_points,
-                          max_prepared_points=config.obs.max_prepared_points,
-                          goal_dropout=config.obs.goal_dropout)
+  # Runs written before the obs block held every field get the dataclass defaults.
+  obs = ObservationConfig(**config.obs)
   reward = RewardConfig(**config.reward.to_dict())
   return SelfPlay(TokenEnvironment(env, vocab), policy, obs, reward, config.env.policy_steps)
 
