@@ -7,8 +7,10 @@ For each size and batch (64 agents per scenario, 45 token positions, 256 map seg
 ``teacher_forced``: one jitted ``reference_log_probs`` pass (ms per batch, scenarios/s,
 agent-tokens/s); ``rollout``: a jitted closed-loop ``reference_rollout`` of 40 token
 steps (8 s) with overlap / off-road metrics (scenarios/s, agent-steps/s at 10 Hz).
-Times are the best of ``--repeats`` runs after a compile run. ``--quick`` uses 8 rollout
-steps, batch 16 only, 20000 -> 4000 map points, and the sizes nano and mini.
+``--rollout_steps 0`` (or ``run(..., rollout_steps=0)``, as ``benchmarks/gpu_check.py``
+calls it) times the teacher-forced pass only. Times are the best of ``--repeats`` runs
+after a compile run. ``--quick`` uses 8 rollout steps, batch 16 only, 20000 -> 4000 map
+points, and the sizes nano and mini.
 """
 
 from __future__ import annotations
@@ -54,22 +56,24 @@ def run(sizes: list[str], batches: list[int], num_objects: int, rg_points: int,
       tf = jax.jit(functools.partial(reference_log_probs, config))
       t_tf = best_time(tf, params, inputs, repeats=repeats)
       positions = inputs.token_ids.shape[-1]
-      roll = functools.partial(reference_rollout, config, vocab=vocab, token_env=env,
-                               num_steps=rollout_steps, top_k=32, temperature=1.0)
-      t_ro = best_time(functools.partial(roll, state=scen, rng=jax.random.key(1)), params,
-                       repeats=repeats)
       row = {'size': size, 'batch': batch, 'agents': num_objects, 'rg_points': rg_points,
-             'teacher_forced_ms': 1e3 * t_tf,
+             'positions': positions, 'teacher_forced_ms': 1e3 * t_tf,
              'teacher_forced_scenarios_per_s': batch / t_tf,
-             'teacher_forced_agent_tokens_per_s': batch * num_objects * positions / t_tf,
-             'rollout_steps': rollout_steps, 'rollout_s': t_ro,
-             'rollout_scenarios_per_s': batch / t_ro,
-             'rollout_agent_steps_per_s': batch * num_objects * rollout_steps * 2 / t_ro}
-      print(f'{size:5s} batch {batch:3d}: teacher-forced {1e3 * t_tf:8.1f} ms '
-            f'({row["teacher_forced_agent_tokens_per_s"]:.3g} agent-tokens/s) | rollout of '
-            f'{rollout_steps} tokens {t_ro:7.2f} s ({row["rollout_scenarios_per_s"]:.3g} '
-            f'scenarios/s, {row["rollout_agent_steps_per_s"]:.3g} agent-steps/s)',
-            flush=True)
+             'teacher_forced_agent_tokens_per_s': batch * num_objects * positions / t_tf}
+      line = (f'{size:5s} batch {batch:3d}: teacher-forced {1e3 * t_tf:8.1f} ms '
+              f'({row["teacher_forced_agent_tokens_per_s"]:.3g} agent-tokens/s)')
+      if rollout_steps:
+        roll = functools.partial(reference_rollout, config, vocab=vocab, token_env=env,
+                                 num_steps=rollout_steps, top_k=32, temperature=1.0)
+        t_ro = best_time(functools.partial(roll, state=scen, rng=jax.random.key(1)),
+                         params, repeats=repeats)
+        row.update(rollout_steps=rollout_steps, rollout_s=t_ro,
+                   rollout_scenarios_per_s=batch / t_ro,
+                   rollout_agent_steps_per_s=batch * num_objects * rollout_steps * 2 / t_ro)
+        line += (f' | rollout of {rollout_steps} tokens {t_ro:7.2f} s '
+                 f'({row["rollout_scenarios_per_s"]:.3g} scenarios/s, '
+                 f'{row["rollout_agent_steps_per_s"]:.3g} agent-steps/s)')
+      print(line, flush=True)
       rows.append(row)
   return rows
 
@@ -88,7 +92,7 @@ def main():
   sizes = (a.sizes or ('nano,mini' if a.quick else 'nano,mini,base')).split(',')
   batches = [int(b) for b in (a.batches or ('16' if a.quick else '16,64')).split(',')]
   rg = a.rg_points or (4000 if a.quick else 20000)
-  steps = a.rollout_steps or (8 if a.quick else 40)
+  steps = a.rollout_steps if a.rollout_steps is not None else (8 if a.quick else 40)
   rows = run(sizes, batches, a.agents, rg, steps, 1 if a.quick else a.repeats)
   out = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'rows': rows}
   if a.json:

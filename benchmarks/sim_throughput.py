@@ -10,6 +10,8 @@ controlled; the road-edge index is built by ``reset`` outside the timed region):
   step_with_reward     env.step + overlap/off-road reward
   rollout_with_reward  an 80-step lax.scan with the reward and the metrics (overlap,
                        off-road, log divergence) each step, each computed once
+  reset_rollout_with_reward  (not in the default matrix) ``reset`` inside the timed
+                       region, so the road-edge index build counts, then the rollout
 
 ``scenario_steps_per_s`` counts simulated steps of whole scenarios;
 ``agent_steps_per_s`` multiplies by the object slots simulated per scenario. Figures are
@@ -40,6 +42,8 @@ from spacer_jax.sim.rollout import rollout  # noqa: E402
 SIZES = ((64, 20000), (128, 30000))
 BATCHES = (1, 16, 64)
 CASES = ('step', 'step_with_reward', 'rollout_with_reward')
+# Cases that start from the scenarios before ``reset`` (which they call themselves).
+RESET_CASES = ('reset_rollout_with_reward',)
 ROLLOUT_STEPS = 80
 
 
@@ -50,6 +54,15 @@ def make_batch(num_objects: int, rg_points: int, batch: int, unique: int = 8):
   scenarios = [generator.generate_scenario(s, config) for s in range(min(unique, batch))]
   scenarios = [scenarios[i % len(scenarios)] for i in range(batch)]
   return builders.stack_states(scenarios)
+
+
+def make_env() -> MultiAgentEnvironment:
+  """Bicycle dynamics, every valid object controlled, overlap / off-road reward and the
+  overlap, off-road and log-divergence metrics."""
+  return MultiAgentEnvironment(
+      dynamics.get_dynamics_model('bicycle'),
+      EnvConfig(controlled_object='valid', metrics=('overlap', 'offroad', 'log_divergence'),
+                rewards={'overlap': -1.0, 'offroad': -1.0}))
 
 
 def build_cases(env: MultiAgentEnvironment):
@@ -65,6 +78,11 @@ def build_cases(env: MultiAgentEnvironment):
     actor = lambda s, rng: action  # noqa: E731 - constant (zero) bicycle action
     return rollout(env, state, actor, jax.random.PRNGKey(0), num_steps=ROLLOUT_STEPS)
 
+  def reset_rollout_with_reward(state, action):
+    out = rollout_with_reward(env.reset(state), action)
+    # The next call starts from an un-reset state again (the index is rebuilt).
+    return out.replace(final_state=out.final_state.replace(road_edge_index=None))
+
   # The state is donated and fed back, as a stepping loop would: without donation
   # every call copies the whole state (the road-edge index is ~13 MB per scenario).
   return {
@@ -72,6 +90,8 @@ def build_cases(env: MultiAgentEnvironment):
       'step_with_reward': (jax.jit(jax.vmap(step_with_reward), donate_argnums=0), 1),
       'rollout_with_reward': (jax.jit(jax.vmap(rollout_with_reward), donate_argnums=0),
                               ROLLOUT_STEPS),
+      'reset_rollout_with_reward': (jax.jit(jax.vmap(reset_rollout_with_reward),
+                                            donate_argnums=0), ROLLOUT_STEPS),
   }
 
 
@@ -104,21 +124,19 @@ def time_case(fn, state, action, steps_per_call: int, min_seconds: float,
 
 
 def run(sizes, batches, cases, min_seconds: float, repeats: int) -> list[dict]:
-  env = MultiAgentEnvironment(
-      dynamics.get_dynamics_model('bicycle'),
-      EnvConfig(controlled_object='valid', metrics=('overlap', 'offroad', 'log_divergence'),
-                rewards={'overlap': -1.0, 'offroad': -1.0}))
+  env = make_env()
   compiled = build_cases(env)
   results = []
   for num_objects, rg_points in sizes:
     for batch in batches:
-      initial = jax.jit(jax.vmap(env.reset))(make_batch(num_objects, rg_points, batch))
+      raw = make_batch(num_objects, rg_points, batch)
+      initial = jax.jit(jax.vmap(env.reset))(raw)
       action = Action(data=jnp.zeros((batch, num_objects, 2), jnp.float32),
                       valid=jnp.ones((batch, num_objects, 1), bool))
       for case in cases:
         fn, steps = compiled[case]
         # A private copy per case, since the compiled functions consume their input.
-        state = jax.tree_util.tree_map(jnp.copy, initial)
+        state = jax.tree_util.tree_map(jnp.copy, raw if case in RESET_CASES else initial)
         seconds, compile_s = time_case(fn, state, action, steps, min_seconds, repeats)
         sps = batch * steps / seconds
         row = dict(case=case, objects=num_objects, rg_points=rg_points, batch=batch,
@@ -151,9 +169,9 @@ def main() -> None:
     sizes = SIZES
   batches = (args.batch,) if args.batch else BATCHES
   cases = tuple(c for c in args.cases.split(',') if c)
-  unknown = set(cases) - set(CASES)
+  unknown = set(cases) - set(CASES + RESET_CASES)
   if unknown:
-    parser.error(f'unknown cases {sorted(unknown)}; choose from {CASES}')
+    parser.error(f'unknown cases {sorted(unknown)}; choose from {CASES + RESET_CASES}')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} '
         f'({os.cpu_count()} cpus, {platform.processor() or platform.machine()})')
   print(f"{'case':<20} {'obj':>4} {'rg':>6} {'batch':>5} {'scen-steps/s':>14} "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 def best_time(fn: Callable[..., Any], *args: Any, repeats: int) -> float:
@@ -20,3 +21,11 @@ def best_time(fn: Callable[..., Any], *args: Any, repeats: int) -> float:
     jax.block_until_ready(fn(*args))
     best = min(best, time.perf_counter() - start)
   return best
+
+
+def tile_batch(tree: Any, batch: int) -> Any:
+  """``tree`` (leaves with a leading batch axis of B scenarios) repeated cyclically to
+  ``batch`` rows on the device: row i is scenario ``i % B``. Timing does not need
+  distinct scenes, and generating them is host-side (~0.1 s per 20000-point scene)."""
+  index = jnp.arange(batch) % jax.tree.leaves(tree)[0].shape[0]
+  return jax.tree.map(lambda a: jnp.take(jnp.asarray(a), index, axis=0), tree)

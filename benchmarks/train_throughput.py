@@ -3,6 +3,8 @@
   python benchmarks/train_throughput.py [--worlds 16] [--objects 64] [--steps 40] \
       [--reference_size nano] [--repeats 3] [--json out.json] [--profile_dir DIR]
 
+``make_config`` and ``measure`` are also called by ``benchmarks/gpu_check.py``.
+
 Times, for one set of sizes, separately compiled programs that grow stage by stage:
 
 * ``simulation``: the self-play rollout alone (observation, policy, token env, metrics);
@@ -21,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
-from timing_utils import best_time
+import ml_collections
+from timing_utils import best_time, tile_batch
 
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
@@ -31,6 +37,128 @@ from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
+
+PROGRAMS = ('simulation', '+reference', 'train_step (ppo)', 'train_step (spacer)')
+
+
+def make_config(objects: int = 64, roadgraph_points: int = 20000, steps: int = 40,
+                reference_size: str = 'nano', num_tokens: int = 200, vocabulary: str = '',
+                variant: str = '') -> ml_collections.ConfigDict:
+  """The ``train_spacer`` config timed: ``objects`` slots and ``roadgraph_points`` map
+  points per world, ``steps`` policy steps (0.2 s each) per episode, a random
+  (untrained) reference of ``reference_size`` and the vocabulary file ``vocabulary``
+  ('' = the cached default of ``num_tokens`` tokens); ``variant`` is
+  ``spacer_configs.get_config``'s argument (e.g. 'tiny' for its small observation)."""
+  config = spacer_configs.get_config(variant)
+  config.data.num_objects = objects
+  config.data.num_roadgraph_points = roadgraph_points
+  config.env.policy_steps = steps
+  config.tokens.num_tokens = num_tokens
+  config.tokens.vocabulary = vocabulary
+  config.reference.size = reference_size
+  config.reference.checkpoint = 'random'
+  return config
+
+
+def measure(config: ml_collections.ConfigDict, worlds: int, epochs: int = 4,
+            minibatches: int = 4, repeats: int = 3, programs: Sequence[str] = PROGRAMS,
+            unique_scenes: int | None = None, profile_dir: str = '',
+            should_run: Callable[[str], bool] | None = None,
+            progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+  """Times ``programs`` (module docstring) on ``worlds`` worlds of ``config``.
+
+  Args:
+    config: from :func:`make_config`.
+    worlds: worlds per train step (``PPOConfig.num_worlds``).
+    epochs, minibatches: PPO passes per step and minibatches per pass.
+    repeats: timed calls per program (the best counts) after one compile call.
+    programs: a subset of ``PROGRAMS``, timed in this order; shares need
+      'simulation', '+reference' and 'train_step (spacer)'.
+    unique_scenes: generate this many scenes and tile them to ``worlds`` (generation
+      is host-side, ~0.1 s per 20000-point scene); None = ``worlds`` distinct scenes.
+    profile_dir: also write a ``jax.profiler`` trace of the SPACER step there.
+    should_run: called with a program's name before timing it; False skips it (the
+      program is then listed under ``skipped_programs``). None = run all.
+    progress: called with the result so far after each program is timed.
+
+  Returns:
+    The settings; per program ``seconds`` (best call), ``agent_steps_per_s`` (agents
+    that acted, counted from the SPACER step's metrics: NaN when it is not timed) and
+    ``wall_s`` (compile and every call); ``share_of_spacer_step`` of simulation /
+    reference / update when measurable.
+  """
+  unknown = set(programs) - set(PROGRAMS)
+  if unknown:
+    raise ValueError(f'unknown programs {sorted(unknown)}; choose from {PROGRAMS}')
+  objects, steps = config.data.num_objects, config.env.policy_steps
+  vocab, vocab_path = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
+  gen = GeneratorConfig(num_objects=objects,
+                        num_roadgraph_points=config.data.num_roadgraph_points)
+  scenes = generate_batch(range(min(unique_scenes or worlds, worlds)), gen)
+  pool = jax.jit(selfplay.prepare)(tile_batch(scenes, worlds))
+  reference = train_spacer.load_or_init_reference(config, selfplay, pool, vocab_path)
+  anchor = train_lib.Anchor('reference', reference.config, 0.001)
+  ppo = train_lib.PPOConfig(num_worlds=worlds, epochs=epochs, num_minibatches=minibatches)
+  opt = train_lib.make_optimizer(ppo)
+  state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
+  rng = jax.random.PRNGKey(1)
+
+  simulate = jax.jit(train_lib.make_episode_fn(selfplay))
+  simulate_and_score = jax.jit(train_lib.make_episode_fn(selfplay, anchor))
+  spacer_step = jax.jit(train_lib.make_train_step(selfplay, anchor, LossConfig(), ppo, opt))
+  ppo_step = jax.jit(train_lib.make_train_step(selfplay, train_lib.Anchor('none'),
+                                              LossConfig(kl_coef=0.0), ppo, opt))
+  calls = {  # name: (function, arguments); jitted functions compile on their first call
+      'simulation': (lambda params, worlds_, key: simulate(params, None, worlds_, key)[0],
+                     state.params, pool, rng),
+      '+reference': (lambda params, worlds_, ref_params, key: simulate_and_score(
+          params, ref_params, worlds_, key)[1], state.params, pool, reference.params, rng),
+      'train_step (ppo)': (ppo_step, state, pool, None),
+      'train_step (spacer)': (spacer_step, state, pool, reference.params),
+  }
+  timings, wall, skipped = {}, {}, []
+  # Agents that acted in one step: the same in every program (same worlds and key).
+  acted = float('nan')
+
+  def result() -> dict[str, Any]:
+    out = {
+        'device': str(jax.devices()[0]),
+        'worlds': worlds, 'objects': objects, 'policy_steps': steps,
+        'roadgraph_points': config.data.num_roadgraph_points,
+        'num_tokens': vocab.num_tokens, 'reference_size': config.reference.size,
+        'epochs': epochs, 'minibatches': minibatches,
+        'reference_params': int(sum(x.size for x in jax.tree.leaves(reference.params))),
+        'acting_agent_steps_per_step': acted,
+        'agent_slot_steps_per_step': worlds * objects * steps,
+        'seconds': dict(timings), 'wall_s': dict(wall), 'skipped_programs': list(skipped),
+        'agent_steps_per_s': {k: acted / v for k, v in timings.items()},
+    }
+    if {'simulation', '+reference', 'train_step (spacer)'} <= set(timings):
+      spacer_s = timings['train_step (spacer)']
+      out['share_of_spacer_step'] = {
+          'simulation': timings['simulation'] / spacer_s,
+          'reference': (timings['+reference'] - timings['simulation']) / spacer_s,
+          'update': (spacer_s - timings['+reference']) / spacer_s,
+      }
+    return out
+
+  for name in programs:
+    if should_run is not None and not should_run(name):
+      skipped.append(name)
+      continue
+    fn, *args = calls[name]
+    start = time.perf_counter()
+    timings[name] = best_time(fn, *args, repeats=repeats)
+    wall[name] = time.perf_counter() - start
+    if name == 'train_step (spacer)':
+      acted = float(spacer_step(state, pool, reference.params)[1]['agent_steps'])
+    if progress is not None:
+      progress(result())
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
+      jax.block_until_ready(spacer_step(state, pool, reference.params))
+  return result()
 
 
 def main() -> None:
@@ -48,71 +176,13 @@ def main() -> None:
   parser.add_argument('--profile_dir', default='')
   args = parser.parse_args()
 
-  config = spacer_configs.get_config('')
-  config.data.num_objects = args.objects
-  config.data.num_roadgraph_points = args.roadgraph_points
-  config.env.policy_steps = args.steps
-  config.tokens.num_tokens = args.num_tokens
-  config.reference.size = args.reference_size
-  config.reference.checkpoint = 'random'
-  vocab, vocab_path = factory.load_vocab(config)
-  selfplay = factory.make_selfplay(config, vocab)
-  gen = GeneratorConfig(num_objects=args.objects, num_roadgraph_points=args.roadgraph_points)
-  pool = jax.jit(selfplay.prepare)(generate_batch(range(args.worlds), gen))
-  reference = train_spacer.load_or_init_reference(config, selfplay, pool, vocab_path)
-  anchor = train_lib.Anchor('reference', reference.config, 0.001)
-  ppo = train_lib.PPOConfig(num_worlds=args.worlds, epochs=args.epochs,
-                            num_minibatches=args.minibatches)
-  opt = train_lib.make_optimizer(ppo)
-  state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
-  rng = jax.random.PRNGKey(1)
-
-  simulate = jax.jit(train_lib.make_episode_fn(selfplay))
-  rollout = lambda params, worlds, key: simulate(params, None, worlds, key)[0]
-  simulate_and_score = jax.jit(train_lib.make_episode_fn(selfplay, anchor))
-  rollout_and_reference = lambda params, worlds, ref_params, key: simulate_and_score(
-      params, ref_params, worlds, key)[1]
-
-  steps = {
-      'ppo': jax.jit(train_lib.make_train_step(selfplay, train_lib.Anchor('none'),
-                                               LossConfig(kl_coef=0.0), ppo, opt)),
-      'spacer': jax.jit(train_lib.make_train_step(selfplay, anchor, LossConfig(), ppo,
-                                                  opt)),
-  }
-  timings = {
-      'simulation': best_time(rollout, state.params, pool, rng, repeats=args.repeats),
-      '+reference': best_time(rollout_and_reference, state.params, pool,
-                              reference.params, rng, repeats=args.repeats),
-      'train_step (ppo)': best_time(steps['ppo'], state, pool, None,
-                                    repeats=args.repeats),
-      'train_step (spacer)': best_time(steps['spacer'], state, pool, reference.params,
-                                       repeats=args.repeats),
-  }
-  if args.profile_dir:
-    with jax.profiler.trace(args.profile_dir):
-      jax.block_until_ready(steps['spacer'](state, pool, reference.params))
-
-  _, metrics = steps['spacer'](state, pool, reference.params)
-  acted = float(metrics['agent_steps'])
-  slots = args.worlds * args.objects * args.steps
-  spacer_s = timings['train_step (spacer)']
-  result = {
-      'device': str(jax.devices()[0]),
-      'worlds': args.worlds, 'objects': args.objects, 'policy_steps': args.steps,
-      'roadgraph_points': args.roadgraph_points, 'num_tokens': args.num_tokens,
-      'reference_size': args.reference_size,
-      'reference_params': int(sum(x.size for x in jax.tree.leaves(reference.params))),
-      'acting_agent_steps_per_step': acted, 'agent_slot_steps_per_step': slots,
-      'seconds': timings,
-      'agent_steps_per_s': {k: acted / v for k, v in timings.items()},
-      'share_of_spacer_step': {
-          'simulation': timings['simulation'] / spacer_s,
-          'reference': (timings['+reference'] - timings['simulation']) / spacer_s,
-          'update': (spacer_s - timings['+reference']) / spacer_s,
-      },
-  }
+  config = make_config(args.objects, args.roadgraph_points, args.steps,
+                       args.reference_size, args.num_tokens)
+  result = measure(config, args.worlds, args.epochs, args.minibatches, args.repeats,
+                   profile_dir=args.profile_dir)
+  acted = result['acting_agent_steps_per_step']
   print(f"{'program':<22}{'seconds':>10}{'agent-steps/s':>16}")
-  for k, v in timings.items():
+  for k, v in result['seconds'].items():
     print(f'{k:<22}{v:>10.3f}{acted / v:>16,.0f}')
   print('share of the SPACER step: ' + ', '.join(
       f'{k} {v:.0%}' for k, v in result['share_of_spacer_step'].items()))
