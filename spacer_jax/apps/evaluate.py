@@ -44,8 +44,6 @@ from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import TokenVocabulary
 
-LEARNED_KINDS = ('spacer', 'ppo', 'hr_ppo')
-
 
 @dataclasses.dataclass
 class PolicyEntry:
@@ -349,8 +347,8 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
   """Planners (IDM grid, Frenet family, learned egos) x sim-agent modes."""
   from spacer_jax.eval.planner_study import run_planner_study
   from spacer_jax.eval.planners import PolicyEgo, get_planner_family
-  from spacer_jax.eval.sim_agent_policies import default_env
-  learned = [e for e in entries if e.kind in LEARNED_KINDS]
+  from spacer_jax.eval.sim_agent_policies import LEARNED, default_env
+  learned = [e for e in entries if e.kind in LEARNED]
   wanted = [m for m in config.planners.modes.split(',') if m]
   modes = {}
   for mode in wanted:
@@ -362,7 +360,7 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
         modes[mode] = (match[0].policy, match[0].params)
   if not modes:
     return None
-  vocab = next((e.vocab for e in entries if e.kind in ('reference',) + LEARNED_KINDS),
+  vocab = next((e.vocab for e in entries if e.kind in ('reference',) + LEARNED),
                entries[0].vocab)
   planners = dict(get_planner_family('idm', config.planners.num_idm))
   if config.planners.num_frenet:

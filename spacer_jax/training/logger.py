@@ -80,7 +80,7 @@ class Progress:
     fraction = None
     if self.total:
       fraction = min(step / self.total, 1.0)
-    if eta is not None and self.budget:
+    if self.budget:  # Then an ETA exists: the budget bounds it.
       fraction = max(fraction or 0.0, min(self.elapsed() / self.budget, 1.0))
     if fraction is not None:
       filled = int(round(fraction * width))

@@ -6,6 +6,7 @@ import abc
 from typing import Any
 
 import jax
+import numpy as np
 
 from spacer_jax.eval.sim_agents import Motion
 from spacer_jax.sim.datatypes import SimulatorState
@@ -48,3 +49,15 @@ def interpolate_geometric(alpha: float, low: float, base: float, high: float) ->
   """Geometric interpolation: ``low`` at alpha = -1, ``base`` at 0, ``high`` at 1."""
   end = high if alpha >= 0 else low
   return float(base * (end / base) ** abs(alpha))
+
+
+def parameter_sweep(endpoints: dict[str, tuple[float, float, float]], n: int,
+                    what: str) -> list[dict[str, float]]:
+  """``n`` parameter sets from cautious to assertive: ``alpha`` over ``linspace(-1, 1,
+  n)`` (0 for n = 1) moves each entry of ``endpoints`` (``(alpha -1, 0, +1)`` values)
+  geometrically; a planner family's members. ``what`` names the family in errors."""
+  if n < 1:
+    raise ValueError(f'{what}: n must be >= 1, got {n}.')
+  alphas = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+  return [{k: interpolate_geometric(alpha, *v) for k, v in endpoints.items()}
+          for alpha in alphas]

@@ -12,24 +12,24 @@ from flax import struct
 
 from spacer_jax.eval.features import box_signed_distance
 from spacer_jax.eval.planners.base import (
-    EgoPlanner,
-    check_positive,
-    interpolate_geometric,
-    make_motion,
+  EgoPlanner,
+  check_positive,
+  make_motion,
+  parameter_sweep,
 )
 from spacer_jax.eval.planners.route import (
-    Route,
-    route_pose,
-    sdc_route,
-    speed_cap_at,
-    speed_cap_profile,
+  Route,
+  route_pose,
+  sdc_route,
+  speed_cap_at,
+  speed_cap_profile,
 )
 from spacer_jax.eval.planners.scene import (
-    EgoNow,
-    ego_now,
-    other_objects,
-    sdc_index,
-    take_object,
+  EgoNow,
+  ego_now,
+  other_objects,
+  sdc_index,
+  take_object,
 )
 from spacer_jax.eval.planners.stops import StopRules
 from spacer_jax.sim import geometry
@@ -428,12 +428,9 @@ def frenet_planner_family(n: int = 3, planner: FrenetPlanner | None = None
   margin, 0.8 m clearance, high progress weight). n = 3 names them ``cautious``,
   ``nominal``, ``assertive``; other n ``frenet_0`` .. ``frenet_{n-1}``.
   """
-  if n < 1:
-    raise ValueError(f'frenet_planner_family: n must be >= 1, got {n}.')
+  sweep = parameter_sweep(FRENET_FAMILY_ENDPOINTS, n, 'frenet_planner_family')
   planner = planner or FrenetPlanner()
-  alphas = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
   names = (['cautious', 'nominal', 'assertive'] if n == 3
            else [f'frenet_{i}' for i in range(n)])
-  return {name: (planner, FrenetParams.create(
-      **{k: interpolate_geometric(alpha, *v) for k, v in FRENET_FAMILY_ENDPOINTS.items()}))
-          for name, alpha in zip(names, alphas)}
+  return {name: (planner, FrenetParams.create(**values))
+          for name, values in zip(names, sweep)}

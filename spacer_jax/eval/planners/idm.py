@@ -11,17 +11,17 @@ import numpy as np
 from flax import struct
 
 from spacer_jax.eval.planners.base import (
-    EgoPlanner,
-    check_positive,
-    interpolate_geometric,
-    make_motion,
+  EgoPlanner,
+  check_positive,
+  make_motion,
+  parameter_sweep,
 )
 from spacer_jax.eval.planners.route import (
-    Route,
-    route_pose,
-    sdc_route,
-    speed_cap_at,
-    speed_cap_profile,
+  Route,
+  route_pose,
+  sdc_route,
+  speed_cap_at,
+  speed_cap_profile,
 )
 from spacer_jax.eval.planners.scene import EgoNow, ego_now, other_objects
 from spacer_jax.eval.planners.stops import StopRules
@@ -240,12 +240,7 @@ def idm_planner_grid(n: int = 10, planner: IDMPlanner | None = None
   Returns:
     name -> ``(planner, params)``, ordered timid to aggressive.
   """
-  if n < 1:
-    raise ValueError(f'idm_planner_grid: n must be >= 1, got {n}.')
+  sweep = parameter_sweep(IDM_GRID_ENDPOINTS, n, 'idm_planner_grid')
   planner = planner or IDMPlanner()
-  alphas = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
-  grid = {}
-  for i, alpha in enumerate(alphas):
-    values = {k: interpolate_geometric(alpha, *v) for k, v in IDM_GRID_ENDPOINTS.items()}
-    grid[f'idm_{i}'] = (planner, IDMParams.create(**values))
-  return grid
+  return {f'idm_{i}': (planner, IDMParams.create(**values))
+          for i, values in enumerate(sweep)}
