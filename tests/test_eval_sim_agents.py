@@ -32,6 +32,7 @@ from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.rollout import rollout
 from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as spacer_train
+from spacer_jax.spacer.acting import GREEDY, SAMPLE, Decoding
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import Worlds
 from spacer_jax.tokens import TokenEnvironment, save_vocabulary
@@ -410,7 +411,7 @@ def learned(tmp_path_factory):
 
 def test_learned_policy_runs_and_never_removes_agents(learned, scenes):
   config, vocab, selfplay, train_state = learned
-  policy = policies.LearnedPolicy(selfplay, greedy=False, goals='visible', variant='ppo')
+  policy = policies.LearnedPolicy(selfplay, goals='visible', variant='ppo')
   assert policy.name == 'ppo'
   run = closed_loop_fn(policy, env=BARE, vocab=vocab, num_steps=6,
                        jit_options=FAST)
@@ -431,19 +432,20 @@ def test_learned_policy_top_k_sampling(learned, scenes):
   """top-1 sampling is greedy; top-k draws only among each agent's k likeliest tokens."""
   config, vocab, selfplay, train_state = learned
   state = jax.jit(BARE.reset)(scenes)
-  greedy = policies.LearnedPolicy(selfplay, greedy=True, goals='visible')
+  greedy = policies.LearnedPolicy(selfplay, decoding=GREEDY, goals='visible')
   carry = greedy.init(None, state, jax.random.key(0))
   propose = jax.jit(lambda p, pol, key: pol.propose(train_state.params, carry, state, key),
                     static_argnums=1)
   want = _np(propose(None, greedy, jax.random.key(3)))
-  got = _np(propose(None, dataclasses.replace(greedy, greedy=False, top_k=1),
+  got = _np(propose(None, dataclasses.replace(greedy, decoding=Decoding(top_k=1)),
                     jax.random.key(3)))
   np.testing.assert_array_equal(got.poses, want.poses)
   # Settings are part of the policy's equality (a static argument of compiled code).
-  assert greedy == policies.LearnedPolicy(selfplay, greedy=True, goals='visible')
-  for other in (dataclasses.replace(greedy, greedy=False),
+  assert greedy == policies.LearnedPolicy(selfplay, decoding=Decoding(top_k=1), goals='visible')
+  for other in (dataclasses.replace(greedy, decoding=SAMPLE),
                 dataclasses.replace(greedy, goals='hidden'),
-                dataclasses.replace(greedy, greedy=False, top_k=3)):
+                dataclasses.replace(greedy, decoding=Decoding(top_k=3)),
+                dataclasses.replace(greedy, decoding=Decoding(top_k=3, temperature=0.5))):
     assert other != greedy and hash(other) != hash(greedy)
   # Every top-3 draw executes one of the agent's 3 likeliest tokens.
   alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
@@ -453,14 +455,16 @@ def test_learned_policy_top_k_sampling(learned, scenes):
   top3 = jax.lax.top_k(logits, 3)[1]
   candidates = np.stack([np.asarray(selfplay.token_env.execute(state, top3[..., j])[0])
                          for j in range(3)])  # (3, B, N, S, 3)
-  top_k = dataclasses.replace(greedy, greedy=False, top_k=3)
+  top_k = dataclasses.replace(greedy, decoding=Decoding(top_k=3))
   alive = np.asarray(alive)
   for key in range(4):
     poses = np.asarray(propose(None, top_k, jax.random.key(key)).poses)
     hit = np.any(np.abs(candidates - poses[None]).max((-1, -2)) < 1e-5, 0)
     assert hit[alive].all()
   with pytest.raises(ValueError, match='top_k'):
-    policies.LearnedPolicy(selfplay, top_k=-1)
+    Decoding(top_k=-1)
+  with pytest.raises(TypeError, match='Decoding'):
+    policies.LearnedPolicy(selfplay, decoding=5)
 
 
 def test_load_learned_policy_from_a_workdir(learned, tmp_path):
@@ -470,7 +474,7 @@ def test_load_learned_policy_from_a_workdir(learned, tmp_path):
   ckpt.save(4, train_state, {'iteration': 4})
   ckpt.close()
   policy, params = policies.load_policy(f'ppo:{tmp_path}', greedy=True)
-  assert isinstance(policy, policies.LearnedPolicy) and policy.greedy
+  assert isinstance(policy, policies.LearnedPolicy) and policy.decoding == GREEDY
   assert policy.vocab.num_tokens == config.tokens.num_tokens
   for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(train_state.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

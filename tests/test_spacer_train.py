@@ -20,6 +20,7 @@ from spacer_jax.models import build_reference_inputs, init_reference, reference_
 from spacer_jax.models.default_vocabulary import build_vocabulary_from_generator
 from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
+from spacer_jax.spacer.acting import GREEDY
 from spacer_jax.spacer.losses import LossConfig
 from spacer_jax.tokens import BuildConfig
 from spacer_jax.training import runs
@@ -133,7 +134,7 @@ def test_ppo_learns_on_tiny_scenarios(setup):
   state, step = _trainer(setup, anchor_kind='none', kl_coef=0.0, alpha=0.0, lr=3e-3,
                          entropy_coef=0.0)
   it = jax.jit(train_lib.make_train_iteration(step, 10), donate_argnums=0)
-  evaluate = jax.jit(functools.partial(train_lib.make_evaluate(selfplay), greedy=True))
+  evaluate = jax.jit(train_lib.make_evaluate(selfplay, decoding=GREEDY))
   before = evaluate(state.params, pool, jax.random.PRNGKey(9))
   for _ in range(6):
     state, _ = it(state, pool, None)

@@ -33,6 +33,7 @@ RULES = {
     'realism.top_k': 'int >= 1',
     'realism.temperature': 'float > 0',
     'realism.learned_top_k': 'int >= 0',  # 0 = the whole distribution.
+    'realism.learned_greedy_too': 'bool',
     'speed.batch_size': 'int >= 1',
     'speed.repeats': 'int >= 1',
     'planners.enabled': 'bool',
@@ -81,9 +82,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # reference scores meta 0.665 at T = 0.7 against 0.663 at T = 1 and 0.564 greedy, and
   # leaves the road less (0.086 vs 0.121 off-road excluding agents off-road in the log).
   c.realism.temperature = 0.7
-  # Learned policies sample among their top-k tokens (0 = the whole distribution; the
-  # paper reports SPACER with top-5).
-  c.realism.learned_top_k = 0
+  # Learned policies sample among their top-k tokens (0 = the whole distribution, 1 =
+  # greedy; the paper reports SPACER with top-5), through the acting path of training
+  # (spacer_jax.spacer.acting). With learned_greedy_too every learned checkpoint is
+  # also scored greedy, as a second row '<label>@learned_top_k=1'.
+  c.realism.learned_top_k = 5
+  c.realism.learned_greedy_too = True
 
   c.speed = ml_collections.ConfigDict()
   c.speed.batch_size = 8  # Scenes per timed closed-loop call (same for every policy).
@@ -122,6 +126,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.tokens.num_tokens = 32  # The tiny training config's vocabulary.
     c.realism.num_rollouts = 2
     c.realism.num_steps = 4
+    c.realism.learned_greedy_too = False
     c.realism.batch_size = 2
     c.speed.batch_size = 2
     c.speed.repeats = 1

@@ -89,6 +89,7 @@ RULES = {
     'train.checkpoint_every': 'int >= 1',
     'train.eval_every': 'int >= 0',  # 0 = never.
     'train.video_every': 'int >= 0',
+    'train.eval_top_k': 'int >= 0',  # 0 = the whole distribution, 1 = greedy.
     'train.max_iterations': 'int >= 0',
     'train.time_budget_s': 'float >= 0',
 }
@@ -191,6 +192,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.eval_every = 50  # 0 = never.
   c.train.checkpoint_every = 20
   c.train.video_every = 200  # 0 = never.
+  # In-training evaluation decodes as experiments.evaluate does (top-5, the paper's
+  # setting; 0 = the whole distribution as in the PPO rollouts, 1 = greedy).
+  c.train.eval_top_k = 5
   c.train.max_iterations = 0  # 0 = until total_agent_steps.
   c.train.time_budget_s = 0.0  # Stop (evaluate, checkpoint) after this long; 0 = none.
 

@@ -64,6 +64,9 @@ class PolicyEntry:
   # The decoding it was loaded with (top_k, temperature, learned_top_k): with the spec,
   # what decides whether a finished result in the workdir is this policy's.
   decoding: Optional[dict[str, Any]] = None
+  # A row the configuration added (a learned checkpoint scored greedy as well): it
+  # takes part in the realism and speed tables, not in the planner study.
+  extra: bool = False
   _run: Any = dataclasses.field(default=None, repr=False)  # Compiled closed loop.
 
   @property
@@ -151,13 +154,23 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
 
   A spec may end in decoding overrides (``reference:default@top_k=1`` for greedy,
   ``@temperature=0.8``, ``spacer:DIR@learned_top_k=5``); its label then carries them.
+  With ``realism.learned_greedy_too`` a learned spec without its own ``learned_top_k``
+  also gets a greedy row (``SPEC@learned_top_k=1``, ``extra``).
   """
   from spacer_jax.eval.sim_agent_policies import default_env, load_policy
   env = default_env()
   vocab = _default_vocab(config)
   specs = [s for s in config.baselines.split(',') if s] + list(checkpoints)
-  entries, taken = [], set()
+  from spacer_jax.eval.sim_agent_policies import LEARNED
+  runs = []  # (spec, whether the configuration added it)
   for full_spec in specs:
+    runs.append((full_spec, False))
+    spec, decoding = split_decoding(full_spec)
+    if (config.realism.learned_greedy_too and spec.partition(':')[0] in LEARNED
+        and 'learned_top_k' not in decoding and config.realism.learned_top_k != 1):
+      runs.append((full_spec + '@learned_top_k=1', True))
+  entries, taken = [], set()
+  for full_spec, extra in runs:
     spec, decoding = split_decoding(full_spec)
     suffix = ''.join(f'@{k}={v}' for k, v in decoding.items())
     default = spec == 'reference:default'
@@ -176,7 +189,7 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
     source, step = weights_origin(spec, default)
     entries.append(PolicyEntry(label, spec, policy, params,
                                getattr(policy, 'vocab', None) or vocab, source, step,
-                               decoding=settings))
+                               decoding=settings, extra=extra))
   return entries
 
 
@@ -348,7 +361,7 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
   from spacer_jax.eval.planner_study import run_planner_study
   from spacer_jax.eval.planners import PolicyEgo, get_planner_family
   from spacer_jax.eval.sim_agent_policies import LEARNED, default_env
-  learned = [e for e in entries if e.kind in LEARNED]
+  learned = [e for e in entries if e.kind in LEARNED and not e.extra]
   wanted = [m for m in config.planners.modes.split(',') if m]
   modes = {}
   for mode in wanted:

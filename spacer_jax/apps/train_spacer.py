@@ -21,7 +21,6 @@ reports. Results do not depend on the device or process count beyond float round
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any, Optional
@@ -37,6 +36,7 @@ from spacer_jax.models.checkpoint import load_reference
 from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.spacer import train as train_lib
+from spacer_jax.spacer.acting import Decoding
 from spacer_jax.spacer.factory import load_vocab, make_selfplay
 from spacer_jax.spacer.losses import LossConfig
 from spacer_jax.spacer.observation import ObservationConfig
@@ -250,6 +250,8 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 
 # Fields newer than some runs on disk, with the value those runs implicitly had.
 ADDED_FIELDS = {'policy.network': 'late_fusion',
+                # Runs before the field evaluated on the whole distribution.
+                'train.eval_top_k': 0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -257,7 +259,7 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
 # Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
                   'train.log_every', 'train.eval_every', 'train.checkpoint_every',
-                  'train.video_every', 'mesh.num_devices')
+                  'train.video_every', 'train.eval_top_k', 'mesh.num_devices')
 
 
 # --------------------------------------------------------------------------- loop
@@ -351,7 +353,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       train_lib.make_train_iteration(step_fn, config.train.steps_per_iteration),
       in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  evaluate = jax.jit(train_lib.make_evaluate(selfplay, mesh if eval_sharded else None),
+  evaluate = jax.jit(train_lib.make_evaluate(selfplay, mesh if eval_sharded else None,
+                                             Decoding(top_k=config.train.eval_top_k)),
                      out_shardings=replicated)
   eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
 
@@ -441,7 +444,7 @@ def _render_episode(selfplay: SelfPlay, params: Any, worlds: Worlds, workdir: st
                     iteration: int) -> Optional[str]:
   from spacer_jax.viz import render
   one = jax.tree_util.tree_map(lambda x: x[:1], worlds)
-  episode = jax.jit(functools.partial(selfplay.rollout, greedy=False))(
+  episode = jax.jit(selfplay.rollout)(
       params, one, jax.random.PRNGKey(iteration))
   final = jax.tree_util.tree_map(lambda x: x[0], episode.final_state)
   final = final.replace(road_edge_index=None)

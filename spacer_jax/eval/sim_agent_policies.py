@@ -44,6 +44,7 @@ from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.sim.registry import Registry
 from spacer_jax.spacer import observation as obs_lib
+from spacer_jax.spacer.acting import GREEDY, SAMPLE, Decoding
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds
 from spacer_jax.tokens.token_env import TokenEnvironment
@@ -395,16 +396,16 @@ class LearnedPolicy(SimAgentPolicy):
   """A trained self-play policy (PPO, HR-PPO or SPACER) as a sim agent.
 
   Observations come from ``SelfPlay.observe`` (road set and goals prepared at ``init``
-  as ``SelfPlay.prepare`` does), tokens from ``SelfPlay.act``, executed with the
-  token environment. In evaluation agents are never removed: every valid object keeps
+  as ``SelfPlay.prepare`` does), tokens from ``SelfPlay.act`` (the acting path of
+  training, :func:`spacer_jax.spacer.acting.make_policy_fn`), executed with the token
+  environment. In evaluation agents are never removed: every valid object keeps
   acting after a collision, off-road or reaching its goal, and its collided / off-road
   observation flags stay False, as for a training agent that is still alive.
 
   Attributes:
     selfplay: the training setup (token environment, network, observation config).
-    greedy: take each agent's most likely token instead of sampling.
-    top_k: sample among each agent's ``top_k`` most likely tokens (0 = the whole
-      distribution; the paper scores SPACER with top-5 sampling).
+    decoding: how each agent's token is chosen (``Decoding(top_k=5)``: the paper's
+      setting; ``GREEDY``; the default samples the whole distribution, as in training).
     goals: ``'config'`` (goal dropout of ``selfplay.obs_config``, as in training
       evaluation), ``'visible'`` or ``'hidden'``; goals are the logged final positions,
       i.e. future information, so ``'hidden'`` is the strict closed-loop setting.
@@ -412,16 +413,15 @@ class LearnedPolicy(SimAgentPolicy):
   """
 
   selfplay: SelfPlay
-  greedy: bool = False
+  decoding: Decoding = SAMPLE
   goals: str = 'config'
   variant: str = 'learned'
-  top_k: int = 0
 
   def __post_init__(self):
     if self.goals not in GOAL_MODES:
       raise ValueError(f'LearnedPolicy.goals={self.goals!r}; expected one of {GOAL_MODES}.')
-    if self.top_k < 0:
-      raise ValueError(f'LearnedPolicy.top_k={self.top_k}; expected >= 0 (0 = no cut).')
+    if not isinstance(self.decoding, Decoding):
+      raise TypeError(f'LearnedPolicy.decoding must be a Decoding, got {self.decoding!r}.')
 
   @property
   def name(self) -> str:  # type: ignore[override]
@@ -457,11 +457,7 @@ class LearnedPolicy(SimAgentPolicy):
     alive = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[..., 0]
     worlds = Worlds(state=state, road=carry.road, goal=carry.goal, history=None)
     obs = self.selfplay.observe(worlds, state, AgentStatus.create(alive), carry.goal_visible)
-    if self.top_k and not self.greedy:
-      logits, _ = self.selfplay.policy.apply(params, obs)
-      actions = sample_tokens(logits, rng, self.top_k, 1.0)
-    else:
-      actions = self.selfplay.act(params, obs, rng, self.greedy)[0]
+    actions = self.selfplay.act(params, obs, rng, self.decoding)[0]
     poses, velocities, valid = self.selfplay.token_env.execute(state, actions)
     return Motion(poses=poses, velocities=velocities, valid=valid)
 
@@ -643,7 +639,8 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   selfplay = make_selfplay(config, _checked_vocab(vocab, config.tokens.num_tokens,
                                                   f'the {kind} policy in {workdir!r}'))
   params = state.get('params') if isinstance(state, dict) else None
-  policy = LearnedPolicy(selfplay, greedy=greedy, goals=goals, variant=kind, top_k=top_k)
+  decoding = GREEDY if greedy else Decoding(top_k=top_k)
+  policy = LearnedPolicy(selfplay, decoding=decoding, goals=goals, variant=kind)
   want = jax.eval_shape(selfplay.policy.init, jax.random.key(0), example_observation())
   same = params is not None and jax.tree.structure(want) == jax.tree.structure(params) and all(
       tuple(a.shape) == tuple(b.shape)

@@ -29,6 +29,7 @@ from flax import struct
 from spacer_jax.sim.datatypes import SimulatorState, Trajectory
 from spacer_jax.spacer import observation as obs_lib
 from spacer_jax.spacer import rewards as rew
+from spacer_jax.spacer.acting import SAMPLE, Decoding, make_policy_fn
 from spacer_jax.spacer.observation import ObservationConfig, PolicyObservation, RoadPointSet
 from spacer_jax.spacer.policy import LateFusionPolicy
 from spacer_jax.tokens.token_env import TokenEnvironment
@@ -160,18 +161,13 @@ class SelfPlay:
 
   # -- acting ----------------------------------------------------------------------
 
-  def act(self, params: Any, obs: PolicyObservation, rng: jax.Array, greedy: bool = False
-          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``(actions, log_probs, values, logits)`` of the policy on ``obs`` ``(..., N)``."""
-    logits, values = self.policy.apply(params, obs)
-    log_pi = jax.nn.log_softmax(logits, axis=-1)
-    if greedy:
-      actions = jnp.argmax(logits, axis=-1)
-    else:
-      actions = jax.random.categorical(rng, logits, axis=-1)
-    actions = actions.astype(jnp.int32)
-    log_prob = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
-    return actions, log_prob, values, logits
+  def act(self, params: Any, obs: PolicyObservation, rng: jax.Array,
+          decoding: Decoding = SAMPLE) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(actions, log_probs, values, logits)`` of the policy on ``obs`` ``(..., N)``,
+    decoded by ``decoding`` (:func:`spacer_jax.spacer.acting.make_policy_fn`, the one
+    acting path of training, in-training evaluation and ``experiments.evaluate``)."""
+    step = make_policy_fn(self.policy, decoding)(params, obs, rng)
+    return step.actions, step.log_probs, step.values, step.logits
 
   def observe(self, worlds: Worlds, state: SimulatorState, status: rew.AgentStatus,
               goal_visible: jax.Array) -> PolicyObservation:
@@ -179,15 +175,15 @@ class SelfPlay:
                                      status.offroad, goal_visible, worlds.road,
                                      self.obs_config)
 
-  def rollout(self, params: Any, worlds: Worlds, rng: jax.Array, greedy: bool = False
-              ) -> Episode:
+  def rollout(self, params: Any, worlds: Worlds, rng: jax.Array,
+              decoding: Decoding = SAMPLE) -> Episode:
     """One episode of ``num_steps`` policy steps from the worlds' current step.
 
     Args:
       params: policy parameters.
       worlds: :class:`Worlds` with batch shape ``(W,)`` (any leading shape works).
       rng: PRNG key (goal dropout and action sampling).
-      greedy: take the most likely token instead of sampling.
+      decoding: how tokens are chosen; training samples the whole distribution.
 
     Returns:
       An :class:`Episode`, time-major.
@@ -203,7 +199,7 @@ class SelfPlay:
     def step(carry, key):
       state, status = carry
       obs = self.observe(worlds, state, status, goal_visible)
-      actions, log_prob, values, _ = self.act(params, obs, key, greedy)
+      actions, log_prob, values, _ = self.act(params, obs, key, decoding)
       # Alive agents act; frozen ones stand still (token 0); removed ones leave the
       # scene (a negative id makes them invalid); the rest replay the log.
       token_ids = jnp.where(status.alive, actions, jnp.where(status.frozen, 0, -1))
@@ -232,14 +228,14 @@ class SelfPlay:
                    controlled=controlled, **out)
 
   def rollout_per_world(self, params: Any, worlds: Worlds, keys: jax.Array,
-                        greedy: bool = False) -> Episode:
+                        decoding: Decoding = SAMPLE) -> Episode:
     """:meth:`rollout` with one PRNG key per world, ``keys (W,)``.
 
     A world's episode depends on its own key only, so however the worlds are split
     over devices (``shard_map`` over a data mesh) the same episodes are drawn.
     Returns the same time-major :class:`Episode` as :meth:`rollout`.
     """
-    episode = jax.vmap(lambda w, k: self.rollout(params, w, k, greedy))(worlds, keys)
+    episode = jax.vmap(lambda w, k: self.rollout(params, w, k, decoding))(worlds, keys)
     to_time_major = lambda a: jnp.moveaxis(a, 1, 0)
     return episode.replace(**{name: jax.tree_util.tree_map(to_time_major,
                                                            getattr(episode, name))

@@ -46,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, reference_log_probs
 from spacer_jax.parallel.mesh import DATA_AXIS, check_divisible, constrain
+from spacer_jax.spacer.acting import SAMPLE, Decoding
 from spacer_jax.spacer.gae import compute_gae
 from spacer_jax.spacer.losses import LossConfig, PPOBatch, ppo_loss
 from spacer_jax.spacer.rewards import AgentStatus
@@ -302,7 +303,7 @@ _EPISODE_SPECS = Episode(**{
 
 
 def make_episode_fn(selfplay: SelfPlay, anchor: Optional[Anchor] = None,
-                    mesh: Optional[Mesh] = None, greedy: bool = False) -> Callable:
+                    mesh: Optional[Mesh] = None, decoding: Decoding = SAMPLE) -> Callable:
   """``episode_fn(params, anchor_params, worlds, rng) -> (episode, anchor_log_probs)``.
 
   One episode on every world (``rng`` split into one key per world) and, for an anchor
@@ -310,10 +311,11 @@ def make_episode_fn(selfplay: SelfPlay, anchor: Optional[Anchor] = None,
   None). With ``mesh`` both run under ``shard_map``: every device simulates and scores
   its own worlds with no communication (parameters replicated), and the results come out
   sharded along the world axis. The draws do not depend on the device count.
+  ``decoding`` chooses the tokens (training samples the whole distribution).
   """
   def local(params, anchor_params, worlds, keys):
     with jax.named_scope('simulation'):
-      episode = selfplay.rollout_per_world(params, worlds, keys, greedy=greedy)
+      episode = selfplay.rollout_per_world(params, worlds, keys, decoding)
     anchor_lp = None
     if anchor is not None:
       with jax.named_scope('reference'):
@@ -441,18 +443,19 @@ def make_train_iteration(train_step: Callable, num_steps: int) -> Callable:
   return iteration
 
 
-def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None) -> Callable:
-  """``evaluate(params, worlds, rng, greedy) -> metrics``: one episode on every world.
+def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None,
+                  decoding: Decoding = SAMPLE) -> Callable:
+  """``evaluate(params, worlds, rng) -> metrics``: one episode on every world, tokens
+  chosen by ``decoding`` (the same acting path as training and ``experiments.evaluate``).
 
   With ``mesh`` the worlds stay split over devices (jit with them sharded and the
   parameters replicated); their number must then be a multiple of the device count.
   """
+  episode_fn = make_episode_fn(selfplay, None, mesh, decoding=decoding)
 
-  episode_fns = {g: make_episode_fn(selfplay, None, mesh, greedy=g) for g in (False, True)}
-
-  def evaluate(params: Any, worlds: Worlds, rng: jax.Array, greedy: bool = False):
+  def evaluate(params: Any, worlds: Worlds, rng: jax.Array):
     check_divisible(mesh, eval_worlds=worlds.goal.shape[0])
-    episode, _ = episode_fns[bool(greedy)](params, None, worlds, rng)
+    episode, _ = episode_fn(params, None, worlds, rng)
     metrics = episode_metrics(episode)
     metrics['task_return'] = _safe_ratio(jnp.sum(episode.task_reward), metrics['agents'])
     return metrics
