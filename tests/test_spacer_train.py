@@ -95,6 +95,18 @@ def test_episode_shapes_and_anchor_alignment(setup):
                                                                        episode)
   assert lp.shape == (t, 2, n, selfplay.policy.num_tokens)
   np.testing.assert_allclose(np.exp(np.asarray(lp)).sum(-1), 1.0, atol=1e-4)
+  # An anchor temperature below 1 sharpens the same distribution (same argmax, lower
+  # entropy), still normalised.
+  sharp = jax.jit(functools.partial(
+      train_lib.anchor_log_probs, selfplay,
+      train_lib.Anchor('reference', rcfg, temperature=0.5)))(ref_params, worlds, episode)
+  np.testing.assert_allclose(np.exp(np.asarray(sharp)).sum(-1), 1.0, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(sharp),
+                             np.asarray(jax.nn.log_softmax(2.0 * lp, -1)), atol=1e-4)
+  entropy = lambda x: -(np.exp(x) * x).sum(-1).mean()
+  assert entropy(np.asarray(sharp)) < entropy(np.asarray(lp))
+  with pytest.raises(ValueError, match='temperature'):
+    train_lib.Anchor('policy', temperature=0.5)
 
 
 @pytest.fixture(scope='module')
@@ -122,7 +134,7 @@ def test_train_step_compiles_once_and_kl_to_reference_falls(setup, anchored):
   assert len(traces) == 1
   assert int(state.step) == 20
   for key in ('loss', 'kl_ref', 'entropy', 'goal_rate', 'collision_rate',
-              'anchor_log_likelihood', 'agent_steps'):
+              'anchor_log_likelihood', 'anchor_entropy', 'agent_steps'):
     assert np.isfinite(float(metrics[key])), key
   assert kls[0] > 0.5, kls  # The peaked reference starts far from the policy.
   assert kls[-1] < 0.6 * kls[0], kls

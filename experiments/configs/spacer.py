@@ -39,6 +39,7 @@ RULES = {
     'tokens.num_tokens': 'int >= 1',
     'tokens.steps_per_token': 'int >= 1',
     'reference.size': ('nano', 'mini', 'base', 'tiny'),  # models.config.SIZES + 'tiny'.
+    'reference.anchor_temperature': 'float > 0',
     'env.num_worlds': 'int >= 1',
     'env.policy_steps': 'int >= 1',
     'obs.max_partners': 'int >= 1',
@@ -127,6 +128,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.reference = ml_collections.ConfigDict()
   c.reference.checkpoint = ''  # '' = the default reference (trained when missing).
   c.reference.size = 'base'
+  # The anchor is softmax(log p_ref / T): T < 1 sharpens a reference broader than the
+  # data (spacer.train.Anchor.temperature); 1 = the model as trained.
+  c.reference.anchor_temperature = 1.0
 
   c.env = ml_collections.ConfigDict()
   c.env.num_worlds = 300  # Worlds simulated in parallel per train step.

@@ -145,7 +145,8 @@ def make_anchor(config: ml_collections.ConfigDict, reference: Any
                 ) -> train_lib.Anchor:
   if config.variant == 'spacer':
     return train_lib.Anchor('reference', reference.config,
-                            config.reward.likelihood_weight)
+                            config.reward.likelihood_weight,
+                            temperature=config.reference.anchor_temperature)
   if config.variant == 'hr_ppo':
     return train_lib.Anchor('policy')
   return train_lib.Anchor('none')
@@ -252,6 +253,7 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field evaluated on the whole distribution.
                 'train.eval_top_k': 0,
+                'reference.anchor_temperature': 1.0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}

@@ -141,11 +141,16 @@ class Anchor:
       the policy's own architecture, evaluated on the same observations).
     reference_config: the reference model's config (kind ``'reference'``).
     likelihood_weight: alpha of ``alpha * log p_ref(a_t)`` in the reward (reference only).
+    temperature: the reference's distribution is ``softmax(log p_ref / temperature)``
+      (reference only): below 1 it sharpens an anchor that is broader than the data
+      (e.g. trained with label smoothing), so that the KL term does not act as an
+      entropy bonus. 1 = the model as trained.
   """
 
   kind: str = 'none'
   reference_config: Optional[ReferenceConfig] = None
   likelihood_weight: float = 0.0
+  temperature: float = 1.0
 
   def __post_init__(self):
     if self.kind not in ANCHORS:
@@ -154,6 +159,10 @@ class Anchor:
       raise ValueError('Anchor kind "reference" needs reference_config.')
     if self.kind != 'reference' and self.likelihood_weight:
       raise ValueError('a likelihood reward needs the reference anchor.')
+    if not self.temperature > 0:
+      raise ValueError(f'Anchor.temperature={self.temperature}; expected > 0.')
+    if self.kind != 'reference' and self.temperature != 1.0:
+      raise ValueError('Anchor.temperature applies to the reference anchor only.')
 
 
 def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
@@ -173,6 +182,8 @@ def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
   inputs = build_reference_inputs(worlds.state, ids, poses, valid,
                                   config=anchor.reference_config)
   log_probs = reference_log_probs(anchor.reference_config, anchor_params, inputs)
+  if anchor.temperature != 1.0:
+    log_probs = jax.nn.log_softmax(log_probs / anchor.temperature, axis=-1)
   h, t = selfplay.history_tokens, selfplay.num_steps
   return jnp.moveaxis(log_probs[..., h - 1:h - 1 + t, :], -2, 0)
 
@@ -407,6 +418,11 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
         taken = jnp.take_along_axis(anchor_lp, episode.actions[..., None], -1)[..., 0]
         taken = jnp.where(acted, taken, 0.0)
         metrics['anchor_log_likelihood'] = _safe_ratio(jnp.sum(taken), n_acted)
+        # The anchor's own entropy per acted agent-step, to read the policy's
+        # ``entropy`` against: a policy far above it is being flattened by the KL.
+        anchor_entropy = -jnp.sum(jnp.exp(anchor_lp) * anchor_lp, axis=-1)
+        metrics['anchor_entropy'] = _safe_ratio(
+            jnp.sum(jnp.where(acted, anchor_entropy, 0.0)), n_acted)
         if anchor.likelihood_weight:
           rewards = rewards + anchor.likelihood_weight * taken
       advantages, returns = compute_gae(rewards, episode.values, episode.done,
