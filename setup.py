@@ -15,7 +15,8 @@ setup(
                                     'experiments.*']),
     # The packaged default reference (weights, vocabulary, ship.json): a few MB.
     package_data={'spacer_jax.models': ['assets/default_reference/*',
-                                        'assets/default_reference/**/*']},
+                                        'assets/default_reference/**/*'],
+                  'spacer_jax.spacer': ['assets/pretrained/**/*']},
     include_package_data=True,
     install_requires=[
         'jax>=0.4.30',

@@ -11,8 +11,6 @@ training. Retrain and reship whenever the vocabulary or reference recipe changes
 test fails until then).
 """
 
-import subprocess
-
 from absl import app, flags
 
 from spacer_jax.models import default
@@ -21,6 +19,7 @@ from spacer_jax.training.console import (
     quiet_third_party_logging,
     report_user_errors,
 )
+from spacer_jax.training.provenance import git_commit
 
 _SOURCE = flags.DEFINE_string('source', None, 'Trained reference (export or workdir).',
                               required=True)
@@ -31,21 +30,10 @@ _COMMIT = flags.DEFINE_string('commit', '', 'Commit the reference was trained at
                               'this checkout\'s HEAD, +dirty with uncommitted changes).')
 
 
-def _commit() -> str:
-  try:
-    head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                           capture_output=True, text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-  return head + ('+dirty' if dirty else '')
-
-
 def main(argv):
   del argv
   quiet_third_party_logging()
-  path = default.ship_reference(_SOURCE.value, _COMMAND.value, _COMMIT.value or _commit(),
+  path = default.ship_reference(_SOURCE.value, _COMMAND.value, _COMMIT.value or git_commit(),
                                 _OUT.value)
   print(f'shipped {_SOURCE.value} -> {path}: {default.shipped_reference_info(_OUT.value)}')
 

@@ -30,7 +30,7 @@ def test_unknown_override_gets_did_you_mean():
   assert str(e.value) == 'unknown config field ppo.learning_rate; did you mean ppo.lr?'
   # A plain misspelling, a field in the wrong section, no section at all.
   for typed, meant in [('env.num_world', 'env.num_worlds'), ('train.lr', 'ppo.lr'),
-                       ('num_worlds', 'env.num_worlds'), ('loss.kl', 'loss.kl_coef')]:
+                       ('num_worlds', 'env.num_worlds'), ('anchor.kl', 'anchor.kl_coef')]:
     with pytest.raises(ConfigError, match=f'did you mean .*{meant}'):
       config_checks.check_overrides(['prog', f'--config.{typed}', '3'], config)
 
@@ -39,7 +39,7 @@ def test_unknown_override_without_near_miss_lists_the_section():
   config = spacer_configs.get_config('')
   with pytest.raises(ConfigError, match=r'ppo.zzz; the fields of ppo are adam_eps, epochs'):
     config_checks.check_overrides(['prog', '--config.ppo.zzz=1'], config)
-  with pytest.raises(ConfigError, match='foo.bar; the top-level fields are bc, data'):
+  with pytest.raises(ConfigError, match='foo.bar; the top-level fields are anchor, bc, data'):
     config_checks.check_overrides(['prog', '--config.foo.bar=1'], config)
 
 

@@ -100,3 +100,27 @@ def test_runs_from_before_a_field_existed_still_resume(tmp_path):
   other = ml_collections.ConfigDict({'policy': {'width': 4, 'network': 'other'}})
   with pytest.raises(runs.RunConfigMismatch, match='policy.network'):
     runs.accept_config(str(tmp_path), other, added_fields={'policy.network': 'late_fusion'})
+
+
+@pytest.mark.parametrize('variant', ['spacer', 'hr_ppo', 'ppo'])
+def test_runs_of_the_old_config_layout_resume_and_load(tmp_path, variant):
+  """Runs written when alpha lived in reward, beta in loss and HR-PPO's lambda in hr_ppo
+  resume under today's single anchor block, and rebuild the same self-play setup."""
+  import ml_collections
+
+  from experiments.configs import spacer as spacer_configs
+  from spacer_jax.spacer import factory
+  from spacer_jax.training import runs
+  today = spacer_configs.get_config(f'tiny,{variant}')
+  old = today.to_dict()
+  anchor = old.pop('anchor')
+  old['reward']['likelihood_weight'] = anchor['likelihood_weight']
+  old['loss']['kl_coef'] = 0.0 if variant == 'hr_ppo' else anchor['kl_coef']
+  old['hr_ppo']['kl_coef'] = anchor['kl_coef'] if variant == 'hr_ppo' else 0.05
+  assert factory.upgrade_config(old) == today.to_dict()
+  assert factory.upgrade_config(today.to_dict()) == today.to_dict()
+  runs.accept_config(str(tmp_path), ml_collections.ConfigDict(old))
+  with pytest.raises(runs.RunConfigMismatch, match='anchor'):
+    runs.accept_config(str(tmp_path), today)
+  runs.accept_config(str(tmp_path), today, upgrade=factory.upgrade_config)
+  assert factory.upgraded(ml_collections.ConfigDict(old)).anchor == today.anchor

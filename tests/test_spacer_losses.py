@@ -237,7 +237,7 @@ def test_gae_by_hand_and_shape_errors():
 
 
 def test_task_and_spacer_reward():
-  config = rewards.RewardConfig(likelihood_weight=0.01)
+  config = rewards.RewardConfig()
   col = jnp.array([True, False, False, True, True])
   off = jnp.array([False, True, False, True, False])
   goal = jnp.array([False, False, True, True, False])
@@ -245,7 +245,7 @@ def test_task_and_spacer_reward():
   task = rewards.task_reward(col, off, goal, alive, config)
   np.testing.assert_allclose(task, [-0.75, -0.75, 1.0, -0.5, 0.0])
   logp = jnp.array([-5.0, -1.0, 0.0, -2.0, -3.0])
-  np.testing.assert_allclose(rewards.spacer_reward(task, logp, alive, config),
+  np.testing.assert_allclose(rewards.spacer_reward(task, logp, alive, 0.01),
                              [-0.8, -0.76, 1.0, -0.52, 0.0], rtol=1e-6)
 
 
@@ -256,7 +256,7 @@ def _run(config, flags):
   for col, off, goal in flags:
     status, ev = rewards.update_status(status, jnp.array([col]), jnp.array([off]),
                                        jnp.array([goal]), config)
-    out.append((float(rewards.step_reward(ev, jnp.zeros(1), config)[0]), bool(ev.done[0]),
+    out.append((float(rewards.step_reward(ev, jnp.zeros(1), config, 0.001)[0]), bool(ev.done[0]),
                 bool(ev.acted[0])))
   return status, out
 

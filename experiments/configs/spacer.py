@@ -39,7 +39,6 @@ RULES = {
     'tokens.num_tokens': 'int >= 1',
     'tokens.steps_per_token': 'int >= 1',
     'reference.size': ('nano', 'mini', 'base', 'tiny'),  # models.config.SIZES + 'tiny'.
-    'reference.anchor_temperature': 'float > 0',
     'env.num_worlds': 'int >= 1',
     'env.policy_steps': 'int >= 1',
     'obs.max_partners': 'int >= 1',
@@ -62,7 +61,6 @@ RULES = {
     'reward.goal_weight': 'float >= 0',
     'reward.collision_weight': 'float >= 0',
     'reward.offroad_weight': 'float >= 0',
-    'reward.likelihood_weight': 'float >= 0',
     'reward.goal_radius': 'float > 0',
     'reward.after_goal': ('remove', 'freeze', 'continue'),  # rewards.TERMINAL_BEHAVIOURS.
     'reward.after_collision': ('remove', 'freeze', 'continue'),
@@ -70,7 +68,6 @@ RULES = {
     'loss.clip_eps': 'float > 0',
     'loss.value_coef': 'float >= 0',
     'loss.entropy_coef': 'float >= 0',
-    'loss.kl_coef': 'float >= 0',
     'loss.normalize_advantages': 'bool',
     'ppo.lr': 'float > 0',
     'ppo.adam_eps': 'float > 0',
@@ -79,7 +76,9 @@ RULES = {
     'ppo.epochs': 'int >= 1',
     'ppo.num_minibatches': 'int >= 1',
     'ppo.max_grad_norm': 'float > 0',  # A clip at 0 zeroes every gradient.
-    'hr_ppo.kl_coef': 'float >= 0',
+    'anchor.likelihood_weight': 'float >= 0',
+    'anchor.kl_coef': 'float >= 0',
+    'anchor.temperature': 'float > 0',
     'bc.steps': 'int >= 1',
     'bc.batch_worlds': 'int >= 1',
     'bc.lr': 'float > 0',
@@ -128,9 +127,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.reference = ml_collections.ConfigDict()
   c.reference.checkpoint = ''  # '' = the default reference (trained when missing).
   c.reference.size = 'base'
-  # The anchor is softmax(log p_ref / T): T < 1 sharpens a reference broader than the
-  # data (spacer.train.Anchor.temperature); 1 = the model as trained.
-  c.reference.anchor_temperature = 1.0
 
   c.env = ml_collections.ConfigDict()
   c.env.num_worlds = 300  # Worlds simulated in parallel per train step.
@@ -153,7 +149,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.reward.goal_weight = 1.0
   c.reward.collision_weight = 0.75
   c.reward.offroad_weight = 0.75
-  c.reward.likelihood_weight = 0.001  # alpha (0 .. 0.01 work; 0.1 collapses).
   c.reward.goal_radius = 2.0
   c.reward.after_goal = 'remove'  # remove | freeze | continue
   c.reward.after_collision = 'remove'
@@ -163,7 +158,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.loss.clip_eps = 0.2
   c.loss.value_coef = 0.3
   c.loss.entropy_coef = 1e-4
-  c.loss.kl_coef = 0.1  # beta of KL(pi || anchor).
   c.loss.normalize_advantages = True
 
   c.ppo = ml_collections.ConfigDict()
@@ -177,7 +171,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   c.hr_ppo = ml_collections.ConfigDict()
   c.hr_ppo.bc_checkpoint = ''  # '' = train the BC policy first (see bc section).
-  c.hr_ppo.kl_coef = 0.05  # lambda of KL(pi_BC || pi) (HR-PPO: 0.02 .. 0.08).
+
+  # What the policy is anchored to is the variant's (spacer.train.Anchor: the reference
+  # for spacer, the BC policy for hr_ppo, nothing for ppo); how strongly, here, once.
+  c.anchor = ml_collections.ConfigDict()
+  c.anchor.likelihood_weight = 0.001  # alpha of the reward (0 .. 0.01 work; 0.1 collapses).
+  c.anchor.kl_coef = 0.1  # beta of KL(pi || p_ref); for hr_ppo lambda of KL(pi_BC || pi).
+  # The reference anchor is softmax(log p_ref / T): T < 1 sharpens one broader than the
+  # data; 1 = the model as trained.
+  c.anchor.temperature = 1.0
 
   c.bc = ml_collections.ConfigDict()
   c.bc.steps = 2000
@@ -203,11 +205,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.time_budget_s = 0.0  # Stop (evaluate, checkpoint) after this long; 0 = none.
 
   if c.variant == 'ppo':
-    c.reward.likelihood_weight = 0.0
-    c.loss.kl_coef = 0.0
+    c.anchor.likelihood_weight = 0.0
+    c.anchor.kl_coef = 0.0
   elif c.variant == 'hr_ppo':
-    c.reward.likelihood_weight = 0.0
-    c.loss.kl_coef = 0.0
+    c.anchor.likelihood_weight = 0.0
+    c.anchor.kl_coef = 0.05  # HR-PPO: 0.02 .. 0.08.
 
   if 'cpu' in parts:
     # The default reference (models.default) is trained on 32-slot scenes too.

@@ -196,7 +196,8 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
 def weights_origin(spec: str, default: bool = False) -> tuple[str, Optional[int]]:
   """``(source, step)`` of a loaded spec's weights (``reference:default`` already
   resolved to its path, flagged by ``default``): 'no weights' for the scripted
-  baselines, 'packaged default reference (commit ...)' with ship.json's step, else the
+  baselines, 'packaged default reference (commit ...)' with ship.json's step (the
+  same for ``spacer:default`` and the other packaged policies), else the
   checkpoint path and its newest step (for ``spacer:`` / ``ppo:`` / ``hr_ppo:`` the
   self-play iteration)."""
   kind, _, path = spec.partition(':')
@@ -205,6 +206,11 @@ def weights_origin(spec: str, default: bool = False) -> tuple[str, Optional[int]
   from spacer_jax.models import default as default_lib
   from spacer_jax.models.checkpoint import EXPORT_SUBDIR
   from spacer_jax.training import Checkpointer
+  if kind != 'reference' and path == 'default':  # spacer:default etc.: packaged.
+    from spacer_jax.spacer.pretrained import pretrained_info
+    info = pretrained_info(kind) or {}
+    commit = str(info.get('commit') or 'unknown')[:10]
+    return f'packaged {kind} policy (commit {commit})', info.get('iteration')
   if kind != 'reference':
     return path, Checkpointer(os.path.join(path, 'checkpoints')).latest_step()
   export = os.path.join(path, EXPORT_SUBDIR)

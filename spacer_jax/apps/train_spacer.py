@@ -37,7 +37,7 @@ from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.acting import Decoding
-from spacer_jax.spacer.factory import load_vocab, make_selfplay
+from spacer_jax.spacer.factory import load_vocab, make_selfplay, upgrade_config
 from spacer_jax.spacer.losses import LossConfig
 from spacer_jax.spacer.observation import ObservationConfig
 from spacer_jax.spacer.policy import count_params
@@ -145,8 +145,8 @@ def make_anchor(config: ml_collections.ConfigDict, reference: Any
                 ) -> train_lib.Anchor:
   if config.variant == 'spacer':
     return train_lib.Anchor('reference', reference.config,
-                            config.reward.likelihood_weight,
-                            temperature=config.reference.anchor_temperature)
+                            config.anchor.likelihood_weight,
+                            temperature=config.anchor.temperature)
   if config.variant == 'hr_ppo':
     return train_lib.Anchor('policy')
   return train_lib.Anchor('none')
@@ -253,7 +253,6 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field evaluated on the whole distribution.
                 'train.eval_top_k': 0,
-                'reference.anchor_temperature': 1.0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -286,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config.tokens.vocabulary = vocab_path
   # Refused before anything is written: a resumed run must keep its config.
   if is_main:
-    runs.accept_config(workdir, config, SAFE_TO_CHANGE, ADDED_FIELDS)
+    runs.accept_config(workdir, config, SAFE_TO_CHANGE, ADDED_FIELDS, upgrade_config)
   steps_per_iter = config.train.steps_per_iteration
   agent_steps_per_iter = (config.env.num_worlds * config.env.policy_steps
                           * config.data.num_objects * steps_per_iter)
@@ -339,9 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             gae_lambda=config.ppo.gae_lambda, epochs=config.ppo.epochs,
                             num_minibatches=config.ppo.num_minibatches,
                             max_grad_norm=config.ppo.max_grad_norm)
-  kl_coef = config.hr_ppo.kl_coef if config.variant == 'hr_ppo' else config.loss.kl_coef
   loss = LossConfig(clip_eps=config.loss.clip_eps, value_coef=config.loss.value_coef,
-                    entropy_coef=config.loss.entropy_coef, kl_coef=kl_coef,
+                    entropy_coef=config.loss.entropy_coef, kl_coef=config.anchor.kl_coef,
                     normalize_advantages=config.loss.normalize_advantages,
                     kl_direction='forward' if config.variant == 'hr_ppo' else 'reverse')
   optimizer = train_lib.make_optimizer(ppo)

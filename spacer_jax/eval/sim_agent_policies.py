@@ -518,6 +518,9 @@ def _reference_loader(path, *, env, vocab, top_k, temperature, max_steps, **sett
 
 def _learned_loader(kind: str):
   def build(path, *, env, vocab, greedy, goals, learned_top_k, **settings):
+    if path == 'default':  # The policy packaged with spacer_jax (spacer.pretrained).
+      from spacer_jax.spacer.pretrained import find_pretrained
+      path = find_pretrained(kind)
     return _load_learned_policy(kind, path, vocab, greedy, goals, learned_top_k)
   return build
 
@@ -544,8 +547,10 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
   ``load_reference``; vocabulary from the artifact unless ``vocab`` is given;
   ``reference:default`` is the packaged default reference); ``spacer:WORKDIR``,
   ``ppo:WORKDIR``, ``hr_ppo:WORKDIR`` (a ``train_spacer`` workdir: its ``config.json``
-  and newest checkpoint; vocabulary from the config unless ``vocab`` is given). Token
-  policies expose their vocabulary as ``policy.vocab``: pass it to the runner.
+  and newest checkpoint; vocabulary from the config unless ``vocab`` is given;
+  ``spacer:default`` etc. are the pretrained policies packaged with spacer_jax, see
+  :mod:`spacer_jax.spacer.pretrained`). Token policies expose their vocabulary as
+  ``policy.vocab``: pass it to the runner.
 
   Args:
     spec: as above.
@@ -608,7 +613,8 @@ def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps):
 def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   import ml_collections
 
-  from spacer_jax.spacer.factory import load_vocab, make_selfplay
+  from spacer_jax.spacer.factory import load_vocab, make_selfplay, upgrade_config
+  from spacer_jax.spacer.pretrained import resolve_vocabulary
   from spacer_jax.training import Checkpointer
   config_path = os.path.join(workdir, 'config.json')
   ckpt_dir = os.path.join(workdir, 'checkpoints')
@@ -617,7 +623,8 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f'{workdir!r} has no checkpoints/ directory.')
   with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(upgrade_config(json.load(f)))
+  resolve_vocabulary(config, workdir)  # A packaged policy names its own, relatively.
   if config.get('variant') != kind:
     raise ValueError(f'{workdir!r} holds a {config.get("variant")!r} run, not {kind!r}; '
                      f'use {config.get("variant")}:{workdir}.')

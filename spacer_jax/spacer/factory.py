@@ -8,6 +8,8 @@ rebuilt exactly as it was trained.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
 from spacer_jax.models.default_vocabulary import (
@@ -24,6 +26,35 @@ from spacer_jax.spacer.selfplay import SelfPlay
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
 
 
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+  """A ``train_spacer`` config (as a dict) written by any earlier version, in today's
+  layout; today's configs come back unchanged.
+
+  Older runs kept alpha in ``reward.likelihood_weight``, beta in ``loss.kl_coef`` and
+  HR-PPO's lambda in ``hr_ppo.kl_coef`` (with ``loss.kl_coef`` 0); today they live once,
+  in the ``anchor`` block.
+  """
+  if 'anchor' in config or 'reward' not in config:
+    return config
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+  hr_ppo = out.get('variant') == 'hr_ppo'
+  loss_kl = out.get('loss', {}).pop('kl_coef', 0.0)
+  hr_kl = out.get('hr_ppo', {}).pop('kl_coef', 0.0)
+  out['anchor'] = {
+      'likelihood_weight': out['reward'].pop('likelihood_weight', 0.0),
+      'kl_coef': hr_kl if hr_ppo else loss_kl,
+      'temperature': out.get('reference', {}).pop('anchor_temperature', 1.0),
+  }
+  return out
+
+
+def upgraded(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """:func:`upgrade_config` of a ConfigDict (the same object when already current)."""
+  if 'anchor' in config:
+    return config
+  return ml_collections.ConfigDict(upgrade_config(config.to_dict()))
+
+
 def load_vocab(config: ml_collections.ConfigDict) -> tuple[TokenVocabulary, str]:
   """The token vocabulary named by ``config.tokens`` (default: the cached one) and its
   path."""
@@ -37,7 +68,9 @@ def load_vocab(config: ml_collections.ConfigDict) -> tuple[TokenVocabulary, str]
 
 def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> SelfPlay:
   """The self-play environment, policy network, observation and reward of a
-  ``train_spacer`` config (``policy``, ``obs``, ``reward`` and ``env`` blocks)."""
+  ``train_spacer`` config (``policy``, ``obs``, ``reward`` and ``env`` blocks; any
+  earlier layout, see :func:`upgrade_config`)."""
+  config = upgraded(config)
   env = MultiAgentEnvironment(get_dynamics_model('delta_global'),
                               EnvConfig(metrics=('overlap', 'offroad'), rewards={}))
   fields = dict(config.policy)
@@ -50,4 +83,4 @@ def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> 
   return SelfPlay(TokenEnvironment(env, vocab), policy, obs, reward, config.env.policy_steps)
 
 
-__all__ = ['load_vocab', 'make_selfplay']
+__all__ = ['load_vocab', 'make_selfplay', 'upgrade_config', 'upgraded']

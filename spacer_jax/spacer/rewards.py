@@ -42,8 +42,6 @@ class RewardConfig:
     goal_weight: reward for reaching the goal (w_goal).
     collision_weight: penalty per collision (w_collision, subtracted).
     offroad_weight: penalty per off-road event (w_offroad, subtracted).
-    likelihood_weight: alpha, weight of log p_ref(token) in the reward (the paper
-      sweeps 0, 0.001, 0.01, 0.1; 0.1 collapses entropy and realism).
     goal_radius: metres from the goal that count as reached.
     after_goal, after_collision, after_offroad: one of ``TERMINAL_BEHAVIOURS``.
   """
@@ -51,7 +49,6 @@ class RewardConfig:
   goal_weight: float = 1.0
   collision_weight: float = 0.75
   offroad_weight: float = 0.75
-  likelihood_weight: float = 0.001
   goal_radius: float = 2.0
   after_goal: str = 'remove'
   after_collision: str = 'remove'
@@ -64,7 +61,7 @@ class RewardConfig:
                          f'{TERMINAL_BEHAVIOURS}.')
     if not self.goal_radius > 0:
       raise ValueError(f'RewardConfig.goal_radius must be > 0, got {self.goal_radius}.')
-    for name in ('goal_weight', 'collision_weight', 'offroad_weight', 'likelihood_weight'):
+    for name in ('goal_weight', 'collision_weight', 'offroad_weight'):
       if getattr(self, name) < 0:
         raise ValueError(f'RewardConfig.{name} must be >= 0, got {getattr(self, name)}.')
 
@@ -195,13 +192,17 @@ def task_reward(collided: jax.Array, offroad: jax.Array, goal_reached: jax.Array
 
 
 def spacer_reward(task: jax.Array, ref_log_prob: jax.Array, alive: jax.Array,
-                  config: RewardConfig) -> jax.Array:
-  """``task + alpha * log p_ref(a_t)`` where ``alive``, else 0; all ``(..., N)``."""
-  return jnp.where(alive, task + config.likelihood_weight * ref_log_prob, 0.0)
+                  likelihood_weight: float | jax.Array) -> jax.Array:
+  """``task + alpha * log p_ref(a_t)`` where ``alive``, else 0; all ``(..., N)``.
+
+  ``likelihood_weight`` is alpha (``spacer.train.Anchor.likelihood_weight``; the paper
+  sweeps 0, 0.001, 0.01, 0.1 and 0.1 collapses entropy and realism).
+  """
+  return jnp.where(alive, task + likelihood_weight * ref_log_prob, 0.0)
 
 
-def step_reward(events: StepEvents, ref_log_prob: jax.Array, config: RewardConfig
-                ) -> jax.Array:
+def step_reward(events: StepEvents, ref_log_prob: jax.Array, config: RewardConfig,
+                likelihood_weight: float | jax.Array) -> jax.Array:
   """The full per-step SPACER reward ``(..., N)`` from :func:`update_status`'s events."""
   task = task_reward(events.collision, events.offroad, events.goal, events.acted, config)
-  return spacer_reward(task, ref_log_prob, events.acted, config)
+  return spacer_reward(task, ref_log_prob, events.acted, likelihood_weight)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any, Optional
 
 import ml_collections
@@ -71,12 +72,16 @@ def check_workdir(workdir: str, name: str = 'workdir') -> None:
 
 def accept_config(workdir: str, config: ml_collections.ConfigDict,
                   safe_to_change: tuple[str, ...] = (),
-                  added_fields: Optional[dict[str, Any]] = None) -> None:
+                  added_fields: Optional[dict[str, Any]] = None,
+                  upgrade: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
+                  ) -> None:
   """Writes ``config.json`` for a new run, or checks a resumed run's config.
 
   ``added_fields`` maps fields added to the config after older runs were written to
   the value those runs implicitly had (e.g. ``{'policy.network': 'late_fusion'}``), so
-  they still resume.
+  they still resume; ``upgrade`` maps a stored config of an older layout (moved
+  fields) to today's before the comparison. An upgraded run's file is rewritten in
+  today's layout.
 
   Raises:
     RunConfigMismatch: the workdir's ``config.json`` differs in fields outside
@@ -88,6 +93,8 @@ def accept_config(workdir: str, config: ml_collections.ConfigDict,
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+    if upgrade is not None:
+      old = upgrade(old)
     before, after = {**(added_fields or {}), **_flatten(old)}, _flatten(new)
     changed = sorted(k for k in set(before) | set(after)
                      if before.get(k) != after.get(k) and k not in safe_to_change)
