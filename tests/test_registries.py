@@ -7,6 +7,23 @@ import pytest
 from spacer_jax.sim.registry import Registry
 
 
+@pytest.fixture(autouse=True)
+def _forget_test_parts():
+  """Every part a test here registers is named test_*; remove them afterwards so that
+  tests comparing a registry with the built-in names (config rules) pass in any order
+  and on any xdist worker."""
+  yield
+  from spacer_jax.eval import planners
+  from spacer_jax.eval import sim_agent_policies as policies
+  from spacer_jax.sim import agents, dynamics
+  from spacer_jax.spacer import policy
+  for registry in (dynamics._MODELS, agents._AGENTS, policy._NETWORKS, policies._POLICIES,
+                   planners._FAMILIES):
+    for name in registry.names():
+      if name.startswith('test_'):
+        registry.unregister(name)
+
+
 def test_registry_refuses_clashes_and_suggests_names():
   reg = Registry('widget')
   reg.register('round', int)
@@ -17,6 +34,9 @@ def test_registry_refuses_clashes_and_suggests_names():
   reg.register('round', float, overwrite=True)
   with pytest.raises(ValueError, match="Unknown widget 'rund'.*did you mean 'round'"):
     reg.get('rund')
+  reg.unregister('round')
+  reg.unregister('round')  # Absent: nothing to do.
+  assert 'round' not in reg and reg.names() == ()
 
 
 def test_a_new_dynamics_model_and_sim_agent_by_name():

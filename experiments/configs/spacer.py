@@ -79,6 +79,8 @@ RULES = {
     'anchor.likelihood_weight': 'float >= 0',
     'anchor.kl_coef': 'float >= 0',
     'anchor.temperature': 'float > 0',
+    'anchor.kl_warmup_factor': 'float >= 0',
+    'anchor.kl_warmup_steps': 'int >= 0',
     'bc.steps': 'int >= 1',
     'bc.batch_worlds': 'int >= 1',
     'bc.lr': 'float > 0',
@@ -180,6 +182,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # The reference anchor is softmax(log p_ref / T): T < 1 sharpens one broader than the
   # data; 1 = the model as trained.
   c.anchor.temperature = 1.0
+  # beta starts at kl_warmup_factor x kl_coef and moves linearly to kl_coef over
+  # kl_warmup_steps train steps (spacer.train.AnchorWeights; traced, no recompile).
+  c.anchor.kl_warmup_factor = 1.0
+  c.anchor.kl_warmup_steps = 0
 
   c.bc = ml_collections.ConfigDict()
   c.bc.steps = 2000

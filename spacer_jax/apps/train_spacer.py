@@ -152,6 +152,13 @@ def make_anchor(config: ml_collections.ConfigDict, reference: Any
   return train_lib.Anchor('none')
 
 
+def anchor_weights(config: ml_collections.ConfigDict) -> train_lib.AnchorWeights:
+  """The traced anchor weights of the ``anchor`` block (alpha, beta and its warm-up)."""
+  a = config.anchor
+  return train_lib.AnchorWeights.create(a.likelihood_weight, a.kl_coef,
+                                        a.kl_warmup_factor * a.kl_coef, a.kl_warmup_steps)
+
+
 @dataclasses.dataclass
 class RandomReference:
   """An untrained reference (``--config.reference.checkpoint=random``): for smoke tests
@@ -253,6 +260,8 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field evaluated on the whole distribution.
                 'train.eval_top_k': 0,
+                'anchor.kl_warmup_factor': 1.0,
+                'anchor.kl_warmup_steps': 0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -351,8 +360,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   replicated = parallel.replicated(mesh)
   iteration_fn = jax.jit(
       train_lib.make_train_iteration(step_fn, config.train.steps_per_iteration),
-      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
+  weights = parallel.replicate(anchor_weights(config), mesh)
   evaluate = jax.jit(train_lib.make_evaluate(selfplay, mesh if eval_sharded else None,
                                              Decoding(top_k=config.train.eval_top_k)),
                      out_shardings=replicated)
@@ -390,7 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pool = sharded_worlds(lambda rows, ids=ids: source.scenarios([ids[r] for r in rows]),
                             len(ids))
     start = time.perf_counter()
-    state, metrics = iteration_fn(state, pool, anchor_params)
+    state, metrics = iteration_fn(state, pool, anchor_params, weights)
     metrics = parallel.to_host(metrics)
     seconds = time.perf_counter() - start
     iteration += 1
@@ -415,6 +425,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logger.close()
   ckpt.close()
   if is_main:
+    from spacer_jax.viz import curves
+    curves.plot_training_curves({config.variant: workdir},
+                                os.path.join(workdir, 'curves.png'))
     runs.write_final_metrics(workdir, {k: float(v) for k, v in last.items()})
   return last
 

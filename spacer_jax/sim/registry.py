@@ -52,6 +52,11 @@ class Registry(Generic[T]):
                        f'{sorted(self._items)}{hint}')
     return self._items[name]
 
+  def unregister(self, name: str) -> None:
+    """Removes ``name`` (a no-op when absent): tests that register throw-away parts
+    leave the process's registries as they found them."""
+    self._items.pop(name, None)
+
   def names(self) -> tuple[str, ...]:
     return tuple(sorted(self._items))
 

@@ -44,6 +44,8 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
       'likelihood_weight': out['reward'].pop('likelihood_weight', 0.0),
       'kl_coef': hr_kl if hr_ppo else loss_kl,
       'temperature': out.get('reference', {}).pop('anchor_temperature', 1.0),
+      'kl_warmup_factor': 1.0,
+      'kl_warmup_steps': 0,
   }
   return out
 

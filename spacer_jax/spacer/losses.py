@@ -140,7 +140,8 @@ ApplyFn = Callable[[Any, PolicyObservation], tuple[jax.Array, jax.Array]]
 
 
 def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
-             config: LossConfig = LossConfig()) -> tuple[jax.Array, dict[str, jax.Array]]:
+             config: LossConfig = LossConfig(), kl_coef: float | jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The SPACER PPO loss of one minibatch.
 
   Args:
@@ -148,6 +149,9 @@ def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
     apply_fn: ``(params, obs) -> (logits (..., K), values (...))``.
     batch: :class:`PPOBatch`.
     config: :class:`LossConfig`.
+    kl_coef: beta as a (traced) value that replaces ``config.kl_coef``: a schedule or a
+      vmapped sweep over betas (``spacer.train.AnchorWeights``); needs
+      ``batch.ref_log_probs``. None = ``config.kl_coef``.
 
   Returns:
     ``(loss, metrics)``; metrics: ``loss``, ``policy_loss``, ``value_loss``,
@@ -160,8 +164,9 @@ def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
     raise ValueError(f'ppo_loss: apply_fn gave logits {logits.shape} and values '
                      f'{values.shape}; expected (*{valid.shape}, K) and {valid.shape} '
                      '(the shape of batch.valid).')
-  if batch.ref_log_probs is None and config.kl_coef:
+  if batch.ref_log_probs is None and (config.kl_coef or kl_coef is not None):
     raise ValueError('ppo_loss: LossConfig.kl_coef > 0 needs batch.ref_log_probs.')
+  beta = config.kl_coef if kl_coef is None else kl_coef
   if batch.ref_log_probs is not None and batch.ref_log_probs.shape != logits.shape:
     raise ValueError(f'ppo_loss: batch.ref_log_probs has shape {batch.ref_log_probs.shape}'
                      f', expected {logits.shape} (the policy logits).')
@@ -193,7 +198,7 @@ def ppo_loss(params: Any, apply_fn: ApplyFn, batch: PPOBatch,
   else:
     kl_ref = _masked_mean(categorical_kl(batch.ref_log_probs, logits, valid), valid)
   loss = (policy_loss + config.value_coef * value_loss - config.entropy_coef * ent
-          + config.kl_coef * kl_ref)
+          + beta * kl_ref)
   metrics = {
       'loss': loss,
       'policy_loss': policy_loss,

@@ -165,6 +165,49 @@ class Anchor:
       raise ValueError('Anchor.temperature applies to the reference anchor only.')
 
 
+@struct.dataclass
+class AnchorWeights:
+  """How strongly the policy is anchored, as traced values of the train step.
+
+  Arrays rather than static settings, so that a schedule needs no recompilation and a
+  sweep over alphas or betas is one ``vmap`` of the train step (:func:`make_sweep`).
+  All fields are float32 scalars (or, vmapped, ``(S,)``).
+
+  Attributes:
+    likelihood_weight: alpha of the likelihood reward ``alpha * log p_ref(a_t)``.
+    kl_coef: beta of the KL term once warmed up.
+    kl_coef_start: beta at train step 0; it moves linearly to ``kl_coef`` over
+      ``kl_warmup_steps`` train steps (a strong early pull toward the anchor that
+      relaxes as the task reward takes over).
+    kl_warmup_steps: train steps of that schedule (0 = ``kl_coef`` from the start).
+  """
+
+  likelihood_weight: jax.Array
+  kl_coef: jax.Array
+  kl_coef_start: jax.Array
+  kl_warmup_steps: jax.Array
+
+  @classmethod
+  def create(cls, likelihood_weight: float = 0.0, kl_coef: float = 0.0,
+             kl_coef_start: Optional[float] = None, kl_warmup_steps: int = 0
+             ) -> AnchorWeights:
+    """Constant weights (``kl_coef_start=None``: no warm-up schedule)."""
+    start = kl_coef if kl_coef_start is None else kl_coef_start
+    for name, value in (('likelihood_weight', likelihood_weight), ('kl_coef', kl_coef),
+                        ('kl_coef_start', start), ('kl_warmup_steps', kl_warmup_steps)):
+      if value < 0:
+        raise ValueError(f'AnchorWeights.{name} must be >= 0, got {value}.')
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return cls(f32(likelihood_weight), f32(kl_coef), f32(start), f32(kl_warmup_steps))
+
+  def kl_at(self, step: jax.Array) -> jax.Array:
+    """beta at train step ``step`` (int32 scalar)."""
+    done = jnp.clip(step.astype(jnp.float32) / jnp.maximum(self.kl_warmup_steps, 1.0),
+                    0.0, 1.0)
+    done = jnp.where(self.kl_warmup_steps > 0, done, 1.0)
+    return self.kl_coef_start + (self.kl_coef - self.kl_coef_start) * done
+
+
 def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
                      worlds: Worlds, episode: Episode) -> Optional[jax.Array]:
   """The anchor's log-distribution over tokens at every agent-step, ``(T, W, N, K)``.
@@ -355,11 +398,16 @@ def make_episode_fn(selfplay: SelfPlay, anchor: Optional[Anchor] = None,
 def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                     ppo: PPOConfig, optimizer: optax.GradientTransformation,
                     mesh: Optional[Mesh] = None
-                    ) -> Callable[[TrainState, Worlds, Any], tuple[TrainState, dict]]:
-  """``train_step(state, pool, anchor_params) -> (state, metrics)``; pure and jittable.
+                    ) -> Callable[..., tuple[TrainState, dict]]:
+  """``train_step(state, pool, anchor_params, weights=None) -> (state, metrics)``; pure
+  and jittable.
 
   ``pool`` is a :class:`Worlds` batch ``(P,)`` on device; ``anchor_params`` the frozen
-  reference (or BC policy) parameters, or None. With ``mesh`` (a ``'data'`` mesh from
+  reference (or BC policy) parameters, or None; ``weights`` the traced
+  :class:`AnchorWeights` (None = ``anchor.likelihood_weight`` and
+  ``loss_config.kl_coef``, constant). Without an anchor the weights are unused.
+
+  With ``mesh`` (a ``'data'`` mesh from
   ``spacer_jax.parallel.make_mesh``) the episode and anchor pass run per device
   (:func:`make_episode_fn`) and sharding constraints keep the PPO batch split over
   devices along the world axis; jit the step with the pool
@@ -372,9 +420,10 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
   episode_fn = make_episode_fn(selfplay, anchor, mesh)
   apply_fn = selfplay.policy.apply
   loss_fn = functools.partial(ppo_loss, apply_fn=apply_fn, config=loss_config)
-  grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, batch=b), has_aux=True)
+  grad_fn = jax.value_and_grad(lambda p, b, beta: loss_fn(p, batch=b, kl_coef=beta),
+                               has_aux=True)
 
-  def update(params, opt_state, batch: PPOBatch, rng):
+  def update(params, opt_state, batch: PPOBatch, rng, kl_coef):
     """PPO epochs over ``batch``, laid out ``(W, T * N, ...)`` (world-major)."""
     m = ppo.num_minibatches
     take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
@@ -387,7 +436,7 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
         params, opt_state = carry
         mb = constrain(jax.tree_util.tree_map(lambda x: take(x, index), batch), mesh)
         mb = mb.replace(valid=mb.valid & in_mb)
-        (_, metrics), grads = grad_fn(params, mb)
+        (_, metrics), grads = grad_fn(params, mb, kl_coef)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         # An empty minibatch (fewer valid agent-steps than minibatches) must not move
         # Adam's moments or the parameters.
@@ -405,7 +454,12 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
     (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), keys)
     return params, opt_state, jax.tree_util.tree_map(jnp.mean, metrics)
 
-  def train_step(state: TrainState, pool: Worlds, anchor_params: Any):
+  default_weights = AnchorWeights.create(anchor.likelihood_weight, loss_config.kl_coef)
+
+  def train_step(state: TrainState, pool: Worlds, anchor_params: Any,
+                 weights: Optional[AnchorWeights] = None):
+    weights = default_weights if weights is None else weights
+    kl_coef = None if anchor.kind == 'none' else weights.kl_at(state.step)
     rng, k_pick, k_roll, k_update = jax.random.split(state.rng, 4)
     worlds = sample_worlds(pool, k_pick, ppo.num_worlds, mesh)
     episode, anchor_lp = episode_fn(state.params, anchor_params, worlds, k_roll)
@@ -423,8 +477,8 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
         anchor_entropy = -jnp.sum(jnp.exp(anchor_lp) * anchor_lp, axis=-1)
         metrics['anchor_entropy'] = _safe_ratio(
             jnp.sum(jnp.where(acted, anchor_entropy, 0.0)), n_acted)
-        if anchor.likelihood_weight:
-          rewards = rewards + anchor.likelihood_weight * taken
+        if anchor.kind == 'reference':
+          rewards = rewards + weights.likelihood_weight * taken
       advantages, returns = compute_gae(rewards, episode.values, episode.done,
                                         episode.last_value, ppo.gamma, ppo.gae_lambda,
                                         valid=acted)
@@ -433,8 +487,11 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                        advantages=advantages, returns=returns, ref_log_probs=anchor_lp,
                        valid=acted)
       params, opt_state, loss_metrics = update(
-          state.params, state.opt_state, constrain(_world_major(batch), mesh), k_update)
+          state.params, state.opt_state, constrain(_world_major(batch), mesh), k_update,
+          kl_coef)
     metrics.update(loss_metrics)
+    if kl_coef is not None:
+      metrics['kl_coef'] = kl_coef
     metrics['return'] = _safe_ratio(jnp.sum(rewards), metrics['agents'])
     metrics['task_return'] = _safe_ratio(jnp.sum(episode.task_reward), metrics['agents'])
     new = TrainState(params=params, opt_state=opt_state, rng=rng, step=state.step + 1)
@@ -444,12 +501,14 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
 
 
 def make_train_iteration(train_step: Callable, num_steps: int) -> Callable:
-  """``iteration(state, pool, anchor_params) -> (state, metrics averaged over steps)``:
-  ``num_steps`` train steps in one ``lax.scan`` (jit it with ``donate_argnums=0``)."""
+  """``iteration(state, pool, anchor_params, weights=None) -> (state, metrics averaged
+  over steps)``: ``num_steps`` train steps in one ``lax.scan`` (jit it with
+  ``donate_argnums=0``)."""
 
-  def iteration(state: TrainState, pool: Worlds, anchor_params: Any):
+  def iteration(state: TrainState, pool: Worlds, anchor_params: Any,
+                weights: Optional[AnchorWeights] = None):
     def body(carry, _):
-      return train_step(carry, pool, anchor_params)
+      return train_step(carry, pool, anchor_params, weights)
 
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
     summed = {'agent_steps'}
@@ -457,6 +516,20 @@ def make_train_iteration(train_step: Callable, num_steps: int) -> Callable:
                    for k, v in metrics.items()}
 
   return iteration
+
+
+def make_sweep(iteration: Callable) -> Callable:
+  """``sweep(states, pool, anchor_params, weights) -> (states, metrics)``: ``S`` runs
+  of ``iteration`` side by side in one compiled call, one per row of ``states`` and
+  ``weights`` (both with a leading ``(S,)`` axis; e.g. four alphas), sharing the pool
+  and the anchor. Metrics come out ``(S,)``. Use :func:`stack_runs` to build the rows.
+  """
+  return jax.vmap(iteration, in_axes=(0, None, None, 0))
+
+
+def stack_runs(trees: list[Any]) -> Any:
+  """Stacks train states or :class:`AnchorWeights` of ``S`` runs along a new axis 0."""
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None,
@@ -479,7 +552,8 @@ def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None,
   return evaluate
 
 
-__all__ = ['ANCHORS', 'Anchor', 'PPOConfig', 'TrainState', 'anchor_log_probs',
-           'episode_metrics', 'init_train_state', 'make_episode_fn', 'make_evaluate',
-           'make_optimizer', 'make_train_iteration', 'make_train_step', 'minibatch_indices',
-           'sample_worlds', 'world_index']
+__all__ = ['ANCHORS', 'Anchor', 'AnchorWeights', 'PPOConfig', 'TrainState',
+           'anchor_log_probs', 'episode_metrics', 'init_train_state', 'make_episode_fn',
+           'make_evaluate', 'make_optimizer', 'make_sweep', 'make_train_iteration',
+           'make_train_step', 'minibatch_indices', 'sample_worlds', 'stack_runs',
+           'world_index']
