@@ -64,8 +64,8 @@ def build_policies(names: list[str], sizes: list[str], env: MultiAgentEnvironmen
     elif name == 'spacer':
       config = spacer_configs.get_config('spacer')
       selfplay = make_selfplay(config, vocab)
-      params = jax.jit(selfplay.policy.init)(jax.random.key(0),
-                                             policies.example_observation())
+      params = jax.jit(selfplay.policy.init)(
+          jax.random.key(0), policies.example_observation(selfplay.obs_config))
       out.append(('spacer', policies.LearnedPolicy(selfplay, variant='spacer'), params))
     else:
       raise ValueError(f'unknown policy {name!r}; expected {SCRIPTED} or reference, spacer.')

@@ -402,7 +402,8 @@ def learned(tmp_path_factory):
   config.tokens.vocabulary = path
   selfplay = factory.make_selfplay(config, vocab)
   # Parameters depend on the observation's feature sizes only, not on a scene.
-  params = jax.jit(selfplay.policy.init)(jax.random.key(0), policies.example_observation())
+  params = jax.jit(selfplay.policy.init)(jax.random.key(0),
+                                            policies.example_observation(selfplay.obs_config))
   optimizer = spacer_train.make_optimizer(spacer_train.PPOConfig())
   state = spacer_train.TrainState(params=params, opt_state=optimizer.init(params),
                                   rng=jax.random.PRNGKey(1), step=jnp.zeros((), jnp.int32))

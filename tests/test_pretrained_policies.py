@@ -27,7 +27,8 @@ def _finished_run(tmp_path, recipe=DEFAULT_RECIPE, variant='ppo'):
   save_vocabulary(vocab_path, vocab, {'source': 'test primitives', 'recipe': recipe})
   config.tokens.vocabulary = vocab_path
   selfplay = factory.make_selfplay(config, vocab)
-  params = selfplay.policy.init(jax.random.key(3), policies.example_observation())
+  params = selfplay.policy.init(jax.random.key(3),
+                                policies.example_observation(selfplay.obs_config))
   run = tmp_path / 'run'
   run.mkdir()
   (run / 'config.json').write_text(config.to_json_best_effort(indent=2))

@@ -322,3 +322,31 @@ def test_bad_shapes_name_the_field(scene):
     obs_lib.build_observation(scene, mask, goal[:, 0], col, off, vis)
   with pytest.raises(ValueError, match='max_partners'):
     obs_lib.ObservationConfig(max_partners=0)
+
+
+def test_motion_features_measure_the_last_token(scene):
+  """Acceleration and yaw rate over the last 0.2 s: an agent that sped up by 1 m/s and
+  turned left by 0.1 rad in that time reads (1, 1/0.2/5, 0.1/0.2/1); an agent without a
+  valid earlier pose reads zeros; the batch and the base features are unchanged."""
+  config = obs_lib.ObservationConfig(motion_lag_steps=2)
+  traj = scene.sim_trajectory
+  before = NOW - 2
+  turned = traj.replace(
+      vel_x=traj.vel_x.at[0, before].add(-1.0),
+      yaw=traj.yaw.at[0, before].add(-0.1),
+      valid=traj.valid.at[1, before].set(False))
+  state = scene.replace(sim_trajectory=turned)
+  obs, _ = _observe(state, config)
+  base, _ = _observe(state)
+  assert config.ego_dim == obs_lib.EGO_DIM + obs_lib.MOTION_DIM == obs.ego.shape[-1]
+  np.testing.assert_allclose(obs.ego[..., :obs_lib.EGO_DIM], base.ego, atol=1e-6)
+  motion = np.asarray(obs.ego[..., obs_lib.EGO_DIM:])
+  np.testing.assert_allclose(motion[0], [1.0, 1.0 / 0.2 / obs_lib.ACCEL_SCALE,
+                                         0.1 / 0.2 / obs_lib.YAW_RATE_SCALE], atol=1e-5)
+  np.testing.assert_allclose(motion[1], 0.0)  # No earlier pose.
+  np.testing.assert_allclose(motion[2], [1.0, 0.0, 0.0], atol=1e-5)  # Steady.
+  # At the first step there is no history at all.
+  first, _ = _observe(state.replace(timestep=jnp.asarray(1, jnp.int32)), config)
+  np.testing.assert_allclose(np.asarray(first.ego[..., obs_lib.EGO_DIM:]), 0.0)
+  with pytest.raises(ValueError, match='motion_lag_steps'):
+    obs_lib.ObservationConfig(motion_lag_steps=-1)

@@ -251,8 +251,12 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
            'iteration(s) with an ETA',
            f'  5. evaluate every {config.train.eval_every or "-"} iteration(s) and at '
            'the end; checkpoints in checkpoints/, final_metrics.json at the end']
-  if config.variant == 'hr_ppo' and not config.hr_ppo.bc_checkpoint:
-    lines.insert(2, f'  1b. behaviour-cloning anchor: {config.bc.steps} steps first')
+  needs_bc = config.variant == 'hr_ppo' or config.train.init_policy == 'bc'
+  if needs_bc and not config.hr_ppo.bc_checkpoint:
+    role = ' and '.join(r for r, on in (('anchor', config.variant == 'hr_ppo'),
+                                        ('initial policy', config.train.init_policy == 'bc'))
+                        if on)
+    lines.insert(2, f'  1b. behaviour-cloned {role}: {config.bc.steps} steps on the logs first')
   return '\n'.join(lines)
 
 
@@ -260,6 +264,8 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field evaluated on the whole distribution.
                 'train.eval_top_k': 0,
+                # Runs before the field started from random weights.
+                'train.init_policy': 'random',
                 'anchor.kl_warmup_factor': 1.0,
                 'anchor.kl_warmup_steps': 0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
@@ -334,12 +340,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     reference = load_or_init_reference(config, selfplay, example, vocab_path)
     anchor_params = reference.params
   anchor = make_anchor(config, reference)
-  if config.variant == 'hr_ppo':
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  fresh = ckpt.latest_step() is None
+  warm_start = config.train.init_policy == 'bc' and fresh
+  if config.variant == 'hr_ppo' or warm_start:
     if bc_params is None and jax.process_count() > 1 and not config.hr_ppo.bc_checkpoint:
-      raise ValueError('a multi-process hr_ppo run needs hr_ppo.bc_checkpoint: train the '
-                       'BC policy in a single-process run first (its workdir/bc).')
-    anchor_params = bc_params if bc_params is not None else _bc_policy(
-        config, workdir, selfplay, source)
+      raise ValueError('a multi-process run with a behaviour-cloned policy (hr_ppo, or '
+                       'train.init_policy=bc) needs hr_ppo.bc_checkpoint: train the BC '
+                       'policy in a single-process run first (its workdir/bc).')
+    if bc_params is None:
+      bc_params = _bc_policy(config, workdir, selfplay, source)
+  if config.variant == 'hr_ppo':
+    anchor_params = bc_params
   anchor_params = parallel.replicate(anchor_params, mesh)
 
   ppo = train_lib.PPOConfig(num_worlds=config.env.num_worlds, lr=config.ppo.lr,
@@ -353,8 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     kl_direction='forward' if config.variant == 'hr_ppo' else 'reverse')
   optimizer = train_lib.make_optimizer(ppo)
   # The same key on every process: the train state (and its PRNG key) is global.
-  state = parallel.replicate(train_lib.init_train_state(
-      selfplay, optimizer, example, jax.random.PRNGKey(config.seed)), mesh)
+  state = train_lib.init_train_state(selfplay, optimizer, example,
+                                     jax.random.PRNGKey(config.seed))
+  if warm_start:
+    # Start from the behaviour-cloned policy: it continues each agent's logged motion
+    # (speed -> token) from the first step, which self-play from random weights does
+    # not learn within a CPU budget (docs/results.md).
+    state = state.replace(params=bc_params, opt_state=optimizer.init(bc_params))
+  state = parallel.replicate(state, mesh)
   num_params = count_params(state.params)
   step_fn = train_lib.make_train_step(selfplay, anchor, loss, ppo, optimizer, mesh)
   replicated = parallel.replicated(mesh)
@@ -368,7 +386,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      out_shardings=replicated)
   eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
 
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore(state)
   iteration, agent_steps = 0, 0.0
   if restored is not None:

@@ -435,7 +435,7 @@ class LearnedPolicy(SimAgentPolicy):
     if params is not None:
       return count_params(params)
     return count_params(jax.eval_shape(self.selfplay.policy.init, jax.random.key(0),
-                                       example_observation()))
+                                       example_observation(self.selfplay.obs_config)))
 
   def check(self, env, vocab, num_steps):
     _check_steps(self, self.selfplay.token_env.steps_per_token, vocab)
@@ -462,10 +462,12 @@ class LearnedPolicy(SimAgentPolicy):
     return Motion(poses=poses, velocities=velocities, valid=valid)
 
 
-def example_observation() -> obs_lib.PolicyObservation:
-  """One scene of two agents with one partner and one road point (shape-only init)."""
+def example_observation(config: obs_lib.ObservationConfig = obs_lib.ObservationConfig()
+                        ) -> obs_lib.PolicyObservation:
+  """One scene of two agents with one partner and one road point (shape-only init) with
+  the feature widths of ``config``."""
   return obs_lib.PolicyObservation(
-      ego=jnp.zeros((1, 2, obs_lib.EGO_DIM)),
+      ego=jnp.zeros((1, 2, config.ego_dim)),
       partners=jnp.zeros((1, 2, 1, obs_lib.PARTNER_DIM)),
       partner_mask=jnp.ones((1, 2, 1), bool), road=jnp.zeros((1, 2, 1, obs_lib.ROAD_DIM)),
       road_mask=jnp.ones((1, 2, 1), bool), type_index=jnp.zeros((1, 2), jnp.int32),
@@ -648,7 +650,8 @@ def _load_learned_policy(kind, workdir, vocab, greedy, goals, top_k=0):
   params = state.get('params') if isinstance(state, dict) else None
   decoding = GREEDY if greedy else Decoding(top_k=top_k)
   policy = LearnedPolicy(selfplay, decoding=decoding, goals=goals, variant=kind)
-  want = jax.eval_shape(selfplay.policy.init, jax.random.key(0), example_observation())
+  want = jax.eval_shape(selfplay.policy.init, jax.random.key(0),
+                        example_observation(selfplay.obs_config))
   same = params is not None and jax.tree.structure(want) == jax.tree.structure(params) and all(
       tuple(a.shape) == tuple(b.shape)
       for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params)))

@@ -61,14 +61,36 @@ def bc_loss(policy: LateFusionPolicy, params: Any, obs, tokens: jax.Array,
   return loss, {'bc_nll': loss, 'bc_top1': acc}
 
 
+# Expert episodes of a pool are computed once and kept when they fit in this many bytes
+# (e.g. 16 worlds x 32 agents x 40 steps with 64 road points: about 70 MB); larger pools
+# recompute the episodes of each step's worlds.
+MAX_CACHED_EPISODE_BYTES = 1 << 30
+
+
+def _episode_bytes(selfplay: SelfPlay, pool: Worlds) -> int:
+  shapes = jax.eval_shape(lambda w: expert_episode(selfplay, w), pool)
+  return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
+
+
 def make_bc_step(selfplay: SelfPlay, optimizer: optax.GradientTransformation,
                  batch_worlds: int) -> Callable:
-  """``step(params, opt_state, pool, rng) -> (params, opt_state, metrics)``, jittable."""
+  """``step(params, opt_state, pool, rng) -> (params, opt_state, metrics)``, jittable.
 
-  def step(params, opt_state, pool: Worlds, rng):
-    size = pool.goal.shape[0]
+  ``pool`` is either :class:`Worlds` (the step rolls out the expert episode of its
+  worlds) or the pool's expert episode ``(obs, tokens, valid)`` computed once with
+  :func:`expert_episode` (time-major, worlds on axis 1; the logs do not change, so the
+  episodes need not be recomputed every step).
+  """
+
+  def step(params, opt_state, pool, rng):
+    cached = not isinstance(pool, Worlds)
+    size = pool[1].shape[1] if cached else pool.goal.shape[0]
     index = jax.random.choice(rng, size, (batch_worlds,), replace=size < batch_worlds)
-    obs, tokens, valid = expert_episode(selfplay, select_worlds(pool, index))
+    if cached:
+      obs, tokens, valid = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=1),
+                                                  pool)
+    else:
+      obs, tokens, valid = expert_episode(selfplay, select_worlds(pool, index))
     grads, metrics = jax.grad(
         lambda p: bc_loss(selfplay.policy, p, obs, tokens, valid), has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -108,6 +130,8 @@ def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: S
     return params
   logger = MetricLogger(workdir, print_keys=['bc_nll', 'bc_top1'],
                         total_steps=config.bc.steps)
+  if _episode_bytes(selfplay, pool) <= MAX_CACHED_EPISODE_BYTES:
+    pool = jax.jit(lambda w: expert_episode(selfplay, w))(pool)
   bc_step = jax.jit(make_bc_step(selfplay, optimizer, config.bc.batch_worlds))
   rng = jax.random.PRNGKey(config.seed + 4)
   log_every = max(1, config.bc.steps // 20)

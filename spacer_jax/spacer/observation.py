@@ -34,12 +34,14 @@ from flax import struct
 
 from spacer_jax.sim.batching import map_leading_dims
 from spacer_jax.sim.datatypes import (
+  TIMESTEP_SECONDS,
   MapElementIds,
   RoadgraphPoints,
   SimulatorState,
   TrafficLightStates,
   Trajectory,
   is_lane,
+  slice_time,
 )
 from spacer_jax.sim.geometry import smallest_k
 from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
@@ -50,6 +52,12 @@ from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
 NUM_ROAD_TYPES = 7  # lane, bike lane, road line, road edge, stop sign, crosswalk, bump.
 NUM_LIGHT_STATES = 4  # none / unknown, stop, caution, go.
 EGO_DIM = 8 + NUM_AGENT_TYPES + NUM_LIGHT_STATES + 1
+# Ego motion over the last ``motion_lag_steps`` (when on): history available, longitudinal
+# acceleration, yaw rate. What the previous token did, so that the policy can continue a
+# turn or a braking manoeuvre as the reference (which reads the token history) does.
+MOTION_DIM = 3
+ACCEL_SCALE = 5.0  # m/s^2 -> 1.
+YAW_RATE_SCALE = 1.0  # rad/s -> 1.
 PARTNER_DIM = 7 + NUM_AGENT_TYPES
 ROAD_DIM = 5 + NUM_ROAD_TYPES
 
@@ -82,6 +90,9 @@ class ObservationConfig:
       and get norm 1.
     goal_dropout: probability that an agent's goal is hidden for an episode (used by
       :func:`sample_goal_visible`).
+    motion_lag_steps: simulator steps back to the pose the ego's motion features
+      (acceleration, yaw rate; :data:`MOTION_DIM`) are measured from; 2 = the last 0.2 s
+      token. 0 = no motion features (runs from before the field).
   """
 
   max_partners: int = 63
@@ -97,6 +108,12 @@ class ObservationConfig:
   road_scale: float = 50.0
   goal_scale: float = 100.0
   goal_dropout: float = 0.0
+  motion_lag_steps: int = 0
+
+  @property
+  def ego_dim(self) -> int:
+    """Width of the ego feature vector under this config."""
+    return EGO_DIM + (MOTION_DIM if self.motion_lag_steps else 0)
 
   def __post_init__(self):
     for name in ('max_partners', 'num_road_points', 'max_prepared_points',
@@ -107,6 +124,9 @@ class ObservationConfig:
                  'size_scale', 'road_scale', 'goal_scale'):
       if not getattr(self, name) > 0:
         raise ValueError(f'ObservationConfig.{name} must be > 0, got {getattr(self, name)}.')
+    if self.motion_lag_steps < 0:
+      raise ValueError(f'ObservationConfig.motion_lag_steps must be >= 0, got '
+                       f'{self.motion_lag_steps}.')
     if not 0.0 <= self.goal_dropout <= 1.0:
       raise ValueError(f'ObservationConfig.goal_dropout must be in [0, 1], got '
                        f'{self.goal_dropout}.')
@@ -165,7 +185,8 @@ class PolicyObservation:
   one-hot (lane, bike lane, road line, road edge, stop sign, crosswalk, speed bump).
 
   Attributes:
-    ego: ``(..., N, EGO_DIM)`` float32.
+    ego: ``(..., N, config.ego_dim)`` float32 (``EGO_DIM``, plus ``MOTION_DIM`` with
+      motion features).
     partners: ``(..., N, K_p, PARTNER_DIM)`` float32, K_p = min(max_partners, N - 1).
     partner_mask: ``(..., N, K_p)`` bool.
     road: ``(..., N, K_r, ROAD_DIM)`` float32, K_r = min(num_road_points, M).
@@ -409,7 +430,8 @@ def _light_ahead(x, y, c, s, road: RoadPointSet, tl_x, tl_y, tl_state, tl_lane_i
 
 def _observe_single(x, y, yaw, speed, size, types, present, agent_mask, goal, collided,
                     offroad, goal_visible, tl_x, tl_y, tl_state, tl_lane_ids, tl_valid,
-                    road: RoadPointSet, config: ObservationConfig) -> PolicyObservation:
+                    motion, road: RoadPointSet, config: ObservationConfig
+                    ) -> PolicyObservation:
   type_index = agent_type_index(types)
   type_onehot = jax.nn.one_hot(type_index, NUM_AGENT_TYPES)
   speed_f = jnp.clip(speed / config.speed_scale, 0.0, 1.0)
@@ -427,7 +449,8 @@ def _observe_single(x, y, yaw, speed, size, types, present, agent_mask, goal, co
   ego = jnp.concatenate([
       speed_f[:, None], size_f, goal_local,
       jnp.stack([goal_visible, collided, offroad], -1).astype(jnp.float32),
-      type_onehot, jax.nn.one_hot(light_cls, NUM_LIGHT_STATES), light_d[:, None]], axis=-1)
+      type_onehot, jax.nn.one_hot(light_cls, NUM_LIGHT_STATES), light_d[:, None]]
+      + ([motion] if config.motion_lag_steps else []), axis=-1)
   partners, partner_mask = _partners(x, y, yaw, c, s, speed_f, size_f, type_onehot,
                                      present, config)
   partner_mask = partner_mask & ego_ok[:, None]
@@ -486,9 +509,33 @@ def build_observation(state: SimulatorState, agent_mask: jax.Array, goal: jax.Ar
   size = jnp.stack([cur.length[..., 0], cur.width[..., 0]], -1)
   speed = jnp.sqrt(cur.vel_x[..., 0] ** 2 + cur.vel_y[..., 0] ** 2)
   tl = state.current_traffic_light
+  motion = _ego_motion(state, speed, config)
   fn = lambda *args: _observe_single(*args, config)
   return map_leading_dims(fn, len(batch))(
       cur.x[..., 0], cur.y[..., 0], cur.yaw[..., 0], speed, size,
       state.object_metadata.object_types, cur.valid[..., 0], agent_mask, goal, collided,
       offroad, goal_visible, tl.x[..., 0], tl.y[..., 0], tl.state[..., 0],
-      tl.lane_ids[..., 0], tl.valid[..., 0], road)
+      tl.lane_ids[..., 0], tl.valid[..., 0], motion, road)
+
+
+def _ego_motion(state: SimulatorState, speed: jax.Array, config: ObservationConfig
+                ) -> jax.Array:
+  """``(..., N, MOTION_DIM)``: [history available, acceleration / ACCEL_SCALE, yaw rate
+  / YAW_RATE_SCALE] over the last ``motion_lag_steps`` simulated steps, clipped to
+  [-1, 1]; zeros where the earlier pose is unknown (or the features are off)."""
+  batch, n = state.shape, state.num_objects
+  lag = config.motion_lag_steps
+  if not lag:
+    return jnp.zeros(batch + (n, MOTION_DIM), jnp.float32)
+  cur = state.current_sim_trajectory
+  before = jnp.asarray(state.timestep) - lag
+  prev = slice_time(state.sim_trajectory, jnp.maximum(before, 0), 1)
+  known = prev.valid[..., 0] & cur.valid[..., 0] & (before >= 0)[..., None]
+  dt = lag * TIMESTEP_SECONDS
+  prev_speed = jnp.sqrt(prev.vel_x[..., 0] ** 2 + prev.vel_y[..., 0] ** 2)
+  turn = cur.yaw[..., 0] - prev.yaw[..., 0]
+  dyaw = jnp.arctan2(jnp.sin(turn), jnp.cos(turn))  # Wrapped to (-pi, pi].
+  feats = jnp.stack([jnp.ones_like(speed),
+                     jnp.clip((speed - prev_speed) / dt / ACCEL_SCALE, -1.0, 1.0),
+                     jnp.clip(dyaw / dt / YAW_RATE_SCALE, -1.0, 1.0)], -1)
+  return jnp.where(known[..., None], feats, 0.0).astype(jnp.float32)
