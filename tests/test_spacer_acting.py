@@ -58,5 +58,3 @@ def test_bad_decodings_name_the_field():
     Decoding(top_k=-1)
   with pytest.raises(ValueError, match='temperature'):
     Decoding(temperature=0.0)
-  assert [d.label for d in (SAMPLE, GREEDY, Decoding(5), Decoding(5, 0.7))] == [
-      'sample', 'greedy', 'top-5', 'top-5@T=0.7']

@@ -92,8 +92,8 @@ RULES = {
     'train.checkpoint_every': 'int >= 1',
     'train.eval_every': 'int >= 0',  # 0 = never.
     'train.video_every': 'int >= 0',
-    'train.eval_top_k': 'int >= 0',
-    'train.init_policy': ('random', 'bc'),  # 0 = the whole distribution, 1 = greedy.
+    'train.eval_top_k': 'int >= 0',  # 0 = the whole distribution, 1 = greedy.
+    'train.init_policy': ('random', 'bc'),
     'train.max_iterations': 'int >= 0',
     'train.time_budget_s': 'float >= 0',
 }

@@ -47,14 +47,6 @@ class Decoding:
   def greedy(self) -> bool:
     return self.top_k == 1
 
-  @property
-  def label(self) -> str:
-    """``'sample'``, ``'greedy'`` or ``'top-5'`` (with ``@T=..`` when not 1)."""
-    name = 'greedy' if self.greedy else ('sample' if not self.top_k else f'top-{self.top_k}')
-    if self.temperature != 1.0 and not self.greedy:
-      name += f'@T={self.temperature:g}'
-    return name
-
 
 SAMPLE = Decoding()  # Training: the policy's own distribution.
 GREEDY = Decoding(top_k=1)
