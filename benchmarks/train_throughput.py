@@ -37,6 +37,7 @@ from spacer_jax.data.generator import GeneratorConfig, generate_batch
 from spacer_jax.spacer import factory
 from spacer_jax.spacer import train as train_lib
 from spacer_jax.spacer.losses import LossConfig
+from spacer_jax.spacer.minibatch import resolve_chunk_rows
 
 PROGRAMS = ('simulation', '+reference', 'train_step (ppo)', 'train_step (spacer)')
 
@@ -62,6 +63,7 @@ def make_config(objects: int = 64, roadgraph_points: int = 20000, steps: int = 4
 
 def measure(config: ml_collections.ConfigDict, worlds: int, epochs: int = 4,
             minibatches: int = 4, repeats: int = 3, programs: Sequence[str] = PROGRAMS,
+            chunk_rows: int = train_lib.PPOConfig.chunk_rows,
             unique_scenes: int | None = None, profile_dir: str = '',
             should_run: Callable[[str], bool] | None = None,
             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -71,6 +73,7 @@ def measure(config: ml_collections.ConfigDict, worlds: int, epochs: int = 4,
     config: from :func:`make_config`.
     worlds: worlds per train step (``PPOConfig.num_worlds``).
     epochs, minibatches: PPO passes per step and minibatches per pass.
+    chunk_rows: ``PPOConfig.chunk_rows``, valid agent-steps per gradient chunk.
     repeats: timed calls per program (the best counts) after one compile call.
     programs: a subset of ``PROGRAMS``, timed in this order; shares need
       'simulation', '+reference' and 'train_step (spacer)'.
@@ -99,7 +102,8 @@ def measure(config: ml_collections.ConfigDict, worlds: int, epochs: int = 4,
   pool = jax.jit(selfplay.prepare)(tile_batch(scenes, worlds))
   reference = train_spacer.load_or_init_reference(config, selfplay, pool, vocab_path)
   anchor = train_lib.Anchor('reference', reference.config, 0.001)
-  ppo = train_lib.PPOConfig(num_worlds=worlds, epochs=epochs, num_minibatches=minibatches)
+  ppo = train_lib.PPOConfig(num_worlds=worlds, epochs=epochs, num_minibatches=minibatches,
+                            chunk_rows=chunk_rows)
   opt = train_lib.make_optimizer(ppo)
   state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
   rng = jax.random.PRNGKey(1)
@@ -128,6 +132,7 @@ def measure(config: ml_collections.ConfigDict, worlds: int, epochs: int = 4,
         'roadgraph_points': config.data.num_roadgraph_points,
         'num_tokens': vocab.num_tokens, 'reference_size': config.reference.size,
         'epochs': epochs, 'minibatches': minibatches,
+        'chunk_rows': resolve_chunk_rows(chunk_rows),
         'reference_params': int(sum(x.size for x in jax.tree.leaves(reference.params))),
         'acting_agent_steps_per_step': acted,
         'agent_slot_steps_per_step': worlds * objects * steps,
@@ -171,6 +176,7 @@ def main() -> None:
   parser.add_argument('--num_tokens', type=int, default=200)
   parser.add_argument('--epochs', type=int, default=4)
   parser.add_argument('--minibatches', type=int, default=4)
+  parser.add_argument('--chunk_rows', type=int, default=train_lib.PPOConfig.chunk_rows)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--json', default='')
   parser.add_argument('--profile_dir', default='')
@@ -179,7 +185,7 @@ def main() -> None:
   config = make_config(args.objects, args.roadgraph_points, args.steps,
                        args.reference_size, args.num_tokens)
   result = measure(config, args.worlds, args.epochs, args.minibatches, args.repeats,
-                   profile_dir=args.profile_dir)
+                   chunk_rows=args.chunk_rows, profile_dir=args.profile_dir)
   acted = result['acting_agent_steps_per_step']
   print(f"{'program':<22}{'seconds':>10}{'agent-steps/s':>16}")
   for k, v in result['seconds'].items():

@@ -37,6 +37,7 @@ from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import Worlds
 from spacer_jax.tokens import TokenEnvironment, save_vocabulary
 from spacer_jax.tokens.builder import primitive_vocabulary
+from spacer_jax.tokens.feasibility import DEFAULT_LIMITS
 from spacer_jax.tokens.tokenize import match_tokens, token_corners
 from spacer_jax.tokens.vocabulary import agent_type_index
 from spacer_jax.training import Checkpointer
@@ -288,6 +289,34 @@ def test_reference_policy_reproduces_reference_rollout(scenes, reference):
   np.testing.assert_array_equal(_executed_tokens(got.final_state, STEPS)[valid], ids[valid])
   assert len(np.unique(ids[valid])) > 3  # sampled, not a constant
   assert policy.num_params() == policy.num_params(params) > 10_000
+
+
+def test_feasible_decoding_never_stops_a_fast_car_within_one_token(scenes, reference):
+  """A reference that puts nearly all mass on the standstill token: decoded as it is,
+  moving cars stop dead within 0.2 s; with the speed-change bound (the default) no
+  vehicle loses more than its bound's worth of speed in one token."""
+  config, params, token_env, _, _ = reference
+  stopper = jax.tree_util.tree_map_with_path(
+      lambda path, x: x.at[:, 0].set(30.0)
+      if jax.tree_util.keystr(path).endswith("['out_bias']") else x, params)
+  hist = 5
+  vehicles = np.asarray(scenes.object_metadata.object_types == 1)[..., None]
+  drops = {}
+  for feasible in (False, True):
+    result = jax.jit(lambda p, s, k, f=feasible: rollout_with_selector(
+        config, p, VOCAB, token_env, s, k, sampling_selector(TOP_K, TEMPERATURE), STEPS,
+        feasible=f), compiler_options=FAST)(stopper, scenes, jax.random.key(2))
+    poses, valid = np.asarray(result.token_poses), np.asarray(result.token_valid)
+    speed = np.linalg.norm(np.diff(poses[..., :2], axis=-2), axis=-1) / 0.2  # (B, N, L)
+    both = valid[..., hist - 1:-1] & valid[..., hist:] & vehicles
+    before, after = speed[..., hist - 1:-1][both], speed[..., hist:][both]
+    drops[feasible] = (before, after)
+  before, after = drops[False]
+  assert np.sum((before >= 8.0) & (after <= 0.5)) >= 3  # Dead stops from >= 8 m/s.
+  before, after = drops[True]
+  assert before.max() >= 8.0
+  assert np.all(before - after <= DEFAULT_LIMITS.vehicle + 1e-3)
+  assert not np.any((before >= 8.0) & (after <= 0.5))
 
 
 def test_reference_policy_reacts_to_an_ego_override(scenes, reference):

@@ -128,5 +128,44 @@ def test_policy_specs_carry_decoding_overrides():
                                                            {'learned_top_k': 5})
   with pytest.raises(ValueError, match='decoding override'):
     split_decoding('reference:default@topk=1')
-  with pytest.raises(ValueError, match='not a int'):
+  with pytest.raises(ValueError, match='not an int'):
     split_decoding('reference:default@top_k=one')
+  assert split_decoding('reference:default@feasible=0') == ('reference:default',
+                                                            {'feasible': False})
+  with pytest.raises(ValueError, match='not 0 or 1'):
+    split_decoding('reference:default@feasible=no')
+
+
+def test_in_training_validation_is_evaluates_realism(spacer_workdir):
+  """train_spacer's validation of a policy equals experiments.evaluate's realism for the
+  same policy, scenes and rollouts (the same scenes loaded each binary's own way)."""
+  import jax
+
+  from spacer_jax.eval import sim_agent_policies as policies
+  config = spacer_configs.get_config('tiny')
+  vocab, _ = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
+  validate = train_spacer.make_validation(config, selfplay,
+                                          train_spacer.ScenarioSource(config).eval())
+  policy, params = policies.load_policy(f'spacer:{spacer_workdir}',
+                                        learned_top_k=config.train.eval_top_k)
+  val = validate(params)
+
+  eval_config = evaluate_configs.get_config('tiny')
+  eval_config.fast_compile = False  # As the trainer compiles.
+  eval_config.data.num_scenarios = config.data.num_eval_scenarios
+  eval_config.realism.num_rollouts = config.train.val_rollouts
+  eval_config.realism.num_steps = config.env.policy_steps
+  eval_config.realism.batch_size = config.train.val_batch_size
+  scenes = evaluate.load_scenarios(eval_config)
+  entry = evaluate.PolicyEntry('spacer', f'spacer:{spacer_workdir}', policy, params,
+                               policy.vocab)
+  report = evaluate.evaluate_realism(entry, scenes, eval_config,
+                                     jax.random.PRNGKey(config.seed + 2))['2025']
+  assert val['meta'] == pytest.approx(report['meta_metric'], abs=1e-6)
+  assert val['min_ade'] == pytest.approx(report['min_ade'], abs=1e-5)
+  assert val['collision'] == pytest.approx(report['collision_rate'], abs=1e-6)
+  assert val['offroad_excl_log'] == pytest.approx(report['offroad_rate_excl_log_offroad'],
+                                                  nan_ok=True, abs=1e-6)
+  assert val['linear_speed_likelihood'] == pytest.approx(report['linear_speed'], abs=1e-6)
+  assert 0.0 < val['meta'] < 1.0

@@ -149,13 +149,14 @@ def rollout_setup():
   return vocab, config, scenarios, env, params
 
 
-def _rollout(setup, top_k, num_steps=6, forced=False):
+def _rollout(setup, top_k, num_steps=6, forced=False, feasible=True):
   vocab, config, _, env, _ = setup
   from spacer_jax.models.rollout import sampling_selector
 
   def run(params, state, rng, forced_tokens=None):
     return rollout_with_selector(config, params, vocab, env, state, rng,
-                                 sampling_selector(top_k, 1.0), num_steps, forced_tokens)
+                                 sampling_selector(top_k, 1.0), num_steps, forced_tokens,
+                                 feasible=feasible)
   return jax.jit(run, compiler_options=FAST)
 
 
@@ -186,7 +187,9 @@ def test_rollout_shapes_and_determinism(rollout_setup):
 
 def test_rollout_top1_is_greedy(rollout_setup):
   vocab, config, scenarios, env, params = rollout_setup
-  run = _rollout(rollout_setup, top_k=1)
+  # The model's own argmax: the speed-change bound (tests/test_token_feasibility.py,
+  # test_eval_sim_agents.py) would pick the best feasible token instead.
+  run = _rollout(rollout_setup, top_k=1, feasible=False)
   a = run(params, scenarios, jax.random.key(1))
   b = run(params, scenarios, jax.random.key(7))
   np.testing.assert_array_equal(np.asarray(a.token_ids), np.asarray(b.token_ids))

@@ -268,8 +268,8 @@ def test_terminal_behaviours(behaviour):
            (False, False, True)]
   status, out = _run(config, steps)
   if behaviour == 'continue':
-    # Penalised at both colliding steps, goal paid once, never done.
-    assert out == [(0.0, False, True), (-0.75, False, True), (0.25, False, True),
+    # Penalised at the first colliding step only, goal paid once, never done.
+    assert out == [(0.0, False, True), (-0.75, False, True), (1.0, False, True),
                    (0.0, False, True)]
     assert bool(status.alive[0]) and not bool(status.frozen[0] | status.removed[0])
   else:

@@ -66,6 +66,7 @@ RULES = {
     'reward.after_goal': ('remove', 'freeze', 'continue'),  # rewards.TERMINAL_BEHAVIOURS.
     'reward.after_collision': ('remove', 'freeze', 'continue'),
     'reward.after_offroad': ('remove', 'freeze', 'continue'),
+    'reward.exempt_log_offroad': 'bool',
     'loss.clip_eps': 'float > 0',
     'loss.value_coef': 'float >= 0',
     'loss.entropy_coef': 'float >= 0',
@@ -77,6 +78,7 @@ RULES = {
     'ppo.epochs': 'int >= 1',
     'ppo.num_minibatches': 'int >= 1',
     'ppo.max_grad_norm': 'float > 0',  # A clip at 0 zeroes every gradient.
+    'ppo.chunk_rows': 'int >= 0',  # 0 = by backend.
     'anchor.likelihood_weight': 'float >= 0',
     'anchor.kl_coef': 'float >= 0',
     'anchor.temperature': 'float > 0',
@@ -93,6 +95,8 @@ RULES = {
     'train.eval_every': 'int >= 0',  # 0 = never.
     'train.video_every': 'int >= 0',
     'train.eval_top_k': 'int >= 0',  # 0 = the whole distribution, 1 = greedy.
+    'train.val_rollouts': 'int >= 1',
+    'train.val_batch_size': 'int >= 1',
     'train.init_policy': ('random', 'bc'),
     'train.max_iterations': 'int >= 0',
     'train.time_budget_s': 'float >= 0',
@@ -158,9 +162,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.reward.collision_weight = 0.75
   c.reward.offroad_weight = 0.75
   c.reward.goal_radius = 2.0
-  c.reward.after_goal = 'remove'  # remove | freeze | continue
-  c.reward.after_collision = 'remove'
-  c.reward.after_offroad = 'remove'
+  # WOSAC episodes: every object valid at the current step acts for the whole episode,
+  # each event counted once (spacer.rewards). 'remove' / 'freeze' take agents out
+  # after an event, which evaluation never does (docs/experiments.md).
+  c.reward.after_goal = 'continue'  # continue | remove | freeze
+  c.reward.after_collision = 'continue'
+  c.reward.after_offroad = 'continue'
+  # No off-road penalty for agents whose log is off road (sidewalk pedestrians): WOSAC
+  # scores the likelihood of the logged off-road flag.
+  c.reward.exempt_log_offroad = True
 
   c.loss = ml_collections.ConfigDict()
   c.loss.clip_eps = 0.2
@@ -176,6 +186,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.ppo.epochs = 4
   c.ppo.num_minibatches = 16  # batch / minibatch (paper: 131072 / 8192).
   c.ppo.max_grad_norm = 0.5
+  # Valid agent-steps per gradient chunk, a speed setting: 0 = by backend (32 on CPU).
+  c.ppo.chunk_rows = 0
 
   c.hr_ppo = ml_collections.ConfigDict()
   c.hr_ppo.bc_checkpoint = ''  # '' = train the BC policy first (see bc section).
@@ -213,6 +225,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # In-training evaluation decodes as experiments.evaluate does (top-5, the paper's
   # setting; 0 = the whole distribution as in the PPO rollouts, 1 = greedy).
   c.train.eval_top_k = 5
+  # Validation is WOSAC (eval.policy_realism, experiments.evaluate's scoring): at every
+  # eval, val_rollouts closed-loop rollouts of each held-out scene, every object valid at
+  # the current step simulated; the run keeps its best-meta state in workdir/best.
+  c.train.val_rollouts = 32  # WOSAC's R.
+  c.train.val_batch_size = 4  # Scenes per compiled rollout call.
   # Initial policy weights: 'random', or 'bc' = behaviour-cloned on the logs first (the
   # bc block; shared with hr_ppo's anchor), so self-play starts from a policy that
   # continues logged motion instead of a near-uniform one.
@@ -248,6 +265,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.train.max_iterations = 40  # ~200 train steps.
     c.train.time_budget_s = 40 * 60.0
     c.train.eval_every = 10
+    c.train.val_rollouts = 8  # evaluate.py:cpu's.
     c.train.checkpoint_every = 5
     c.train.video_every = 40
     # From random weights 40 CPU minutes end with every agent on one slow token
@@ -276,6 +294,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.train.total_agent_steps = 10 * 4 * 16 * 6
     c.train.steps_per_iteration = 2
     c.train.eval_every = 2
+    c.train.val_rollouts = 2
+    c.train.val_batch_size = 2
     c.train.checkpoint_every = 2
     c.train.video_every = 0
   return c

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from spacer_jax.apps import evaluate_report as report_lib
 from spacer_jax.eval import realism as realism_lib
-from spacer_jax.eval.sim_agents import closed_loop_fn, realism_rollouts
+from spacer_jax.eval.policy_realism import score_policy, take_scenes
+from spacer_jax.eval.sim_agents import closed_loop_fn
 from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import TokenVocabulary
@@ -123,8 +124,10 @@ def _label(spec: str, taken: set[str], suffix: str = '') -> str:
   return unique
 
 
-# Decoding overrides a spec may carry after '@' (``reference:default@top_k=1``).
-_DECODING = {'top_k': int, 'temperature': float, 'learned_top_k': int}
+# Decoding overrides a spec may carry after '@' (``reference:default@top_k=1``;
+# ``@feasible=0`` decodes the reference without the speed-change bound).
+_DECODING = {'top_k': int, 'temperature': float, 'learned_top_k': int,
+             'feasible': lambda v: bool(int(v))}
 
 
 def split_decoding(spec: str) -> tuple[str, dict[str, Any]]:
@@ -143,8 +146,8 @@ def split_decoding(spec: str) -> tuple[str, dict[str, Any]]:
     try:
       out[key] = _DECODING[key](value)
     except ValueError as e:
-      raise ValueError(f'policy spec {spec!r}: {key}={value!r} is not a '
-                       f'{_DECODING[key].__name__}') from e
+      kind = {int: 'an int', float: 'a float'}.get(_DECODING[key], '0 or 1')
+      raise ValueError(f'policy spec {spec!r}: {key}={value!r} is not {kind}') from e
   return base, out
 
 
@@ -179,8 +182,10 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
       from spacer_jax.models.default import get_or_train_default_reference
       spec = 'reference:' + get_or_train_default_reference(config.tokens.num_tokens)
     token_policy = spec.partition(':')[0] != spec
+    # feasible is always named, so a result stored before the bound existed (decoded
+    # without it) is not taken for today's.
     settings = dict(top_k=config.realism.top_k, temperature=config.realism.temperature,
-                    learned_top_k=config.realism.learned_top_k)
+                    learned_top_k=config.realism.learned_top_k, feasible=True)
     settings.update(decoding)
     policy, params = load_policy(
         spec, env=env, vocab=None if token_policy else vocab,
@@ -226,14 +231,6 @@ def weights_origin(spec: str, default: bool = False) -> tuple[str, Optional[int]
 
 
 # --------------------------------------------------------------------------- measures
-def _batches(n: int, size: int) -> list[slice]:
-  return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _take(state: SimulatorState, s: slice | np.ndarray) -> SimulatorState:
-  return jax.tree_util.tree_map(lambda a: a[s], state)
-
-
 def rollout_mesh(config: ml_collections.ConfigDict) -> Optional[Mesh]:
   """The data mesh the realism rollouts are split over (``mesh.num_devices`` of this
   process's devices, 0 = all), or None for a single device."""
@@ -255,48 +252,23 @@ def evaluate_realism(entry: PolicyEntry, scenes: SimulatorState,
 
   ``histograms``, when given, receives the first batch's features of the log and of
   the rollouts (feature name -> ``{'log': values, 'sim': values}``). With ``mesh`` the
-  rollouts of each batch are split over its devices (:func:`rollout_mesh`).
+  rollouts of each batch are split over its devices (:func:`rollout_mesh`). The
+  scoring is ``eval.policy_realism.score_policy``, the same as train_spacer's
+  in-training validation.
   """
   from spacer_jax.eval.sim_agent_policies import default_env
-  env = default_env()
-  horizon = config.realism.num_steps * entry.vocab.steps_per_token
-  results = {'2025': [], '2024': []}
-  n = scenes.shape[0]
-  for b, part in enumerate(_batches(n, config.realism.batch_size)):
-    # The last batch is padded with its first scene: one compiled shape for all.
-    rows = np.arange(part.start, part.start + config.realism.batch_size)
-    batch = _take(scenes, np.where(rows < part.stop, rows, part.start))
-    rollouts = realism_rollouts(entry.policy, entry.params, batch, jax.random.fold_in(rng, b),
-                                config.realism.num_rollouts, env=env, vocab=entry.vocab,
-                                num_steps=config.realism.num_steps,
-                                jit_options=_jit_options(config), mesh=mesh)
-    log_state, rollouts = _to_horizon(batch, rollouts, env.config.init_steps + horizon)
-    features = realism_lib.compute_features(log_state, rollouts)
-    keep = part.stop - part.start
-    for name in results:
-      scored = realism_lib.score_features(features, name)
-      results[name].append(jax.tree_util.tree_map(lambda a, k=keep: np.asarray(a)[:k],
-                                                  scored))
-    if histograms is not None and b == 0:
-      histograms.update(_feature_samples(features))
-  return {name: realism_lib.aggregate(parts).to_dict() for name, parts in results.items()}
+  hook = None if histograms is None else (lambda f: histograms.update(_feature_samples(f)))
+  scored = score_policy(entry.policy, entry.params, scenes, rng, env=default_env(),
+                        vocab=entry.vocab, num_rollouts=config.realism.num_rollouts,
+                        num_steps=config.realism.num_steps,
+                        batch_size=config.realism.batch_size, configs=('2025', '2024'),
+                        jit_options=_jit_options(config), mesh=mesh, on_first_batch=hook)
+  return {name: result.to_dict() for name, result in scored.items()}
 
 
 def _jit_options(config: ml_collections.ConfigDict) -> Optional[dict]:
   """Compiler options: no backend optimisation with ``fast_compile`` (tests)."""
   return {'xla_backend_optimization_level': 0} if config.fast_compile else None
-
-
-def _to_horizon(log_state: SimulatorState, rollouts: Any, num_timesteps: int):
-  """Cuts the log and the rollouts to the simulated horizon: with fewer decision steps
-  than the log has future (short test runs), the unsimulated steps are not scored."""
-  if num_timesteps >= log_state.log_trajectory.num_timesteps:
-    return log_state, rollouts
-  cut = lambda tree, n: jax.tree_util.tree_map(lambda a: a[..., :n], tree)
-  log_state = log_state.replace(
-      log_trajectory=cut(log_state.log_trajectory, num_timesteps),
-      log_traffic_light=cut(log_state.log_traffic_light, num_timesteps))
-  return log_state, cut(rollouts, num_timesteps - INIT_STEPS)
 
 
 def _feature_samples(features: realism_lib.WosacFeatures) -> dict[str, dict[str, np.ndarray]]:
@@ -326,7 +298,7 @@ def measure_speed(entry: PolicyEntry, scenes: SimulatorState,
   """Parameters and closed-loop scenarios/s (8 s of every agent) at ``speed.batch_size``
   scenes per call, best of ``speed.repeats`` warm calls."""
   size = min(config.speed.batch_size, scenes.shape[0])
-  batch = _take(scenes, slice(0, size))
+  batch = take_scenes(scenes, slice(0, size))
   run = _closed_loop(entry, config)
   key = jax.random.PRNGKey(0)
   jax.block_until_ready(run(entry.params, batch, key))  # Compile.
@@ -348,7 +320,7 @@ def render_videos(entry: PolicyEntry, scenes: SimulatorState,
   count = min(config.report.num_videos, scenes.shape[0], config.speed.batch_size)
   if not count:
     return []
-  batch = _take(scenes, slice(0, min(config.speed.batch_size, scenes.shape[0])))
+  batch = take_scenes(scenes, slice(0, min(config.speed.batch_size, scenes.shape[0])))
   result = _closed_loop(entry, config)(entry.params, batch, jax.random.PRNGKey(1))
   start = INIT_STEPS - 1
   end = start + config.realism.num_steps * entry.vocab.steps_per_token + 1
@@ -388,7 +360,7 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
     for e in learned:
       planners[f'ego_{e.label}'] = (PolicyEgo(e.policy), e.params)
   n = min(config.planners.num_scenarios, scenes.shape[0])
-  return run_planner_study(planners, modes, _take(scenes, slice(0, n)),
+  return run_planner_study(planners, modes, take_scenes(scenes, slice(0, n)),
                            jax.random.PRNGKey(config.seed + 11), env=default_env(),
                            vocab=vocab, num_steps=config.realism.num_steps,
                            jit_options=_jit_options(config))

@@ -21,8 +21,11 @@ reports. Results do not depend on the device or process count beyond float round
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import jax
@@ -268,6 +271,10 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 'train.init_policy': 'random',
                 'anchor.kl_warmup_factor': 1.0,
                 'anchor.kl_warmup_steps': 0,
+                # Runs before the field penalised every off-road agent.
+                'reward.exempt_log_offroad': False,
+                'train.val_rollouts': 8,
+                'train.val_batch_size': 4,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -275,7 +282,8 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
 # Fields a resumed run may change: its budget and how often it logs, evaluates, saves.
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
                   'train.log_every', 'train.eval_every', 'train.checkpoint_every',
-                  'train.video_every', 'train.eval_top_k', 'mesh.num_devices')
+                  'train.video_every', 'train.eval_top_k', 'train.val_rollouts',
+                  'train.val_batch_size', 'mesh.num_devices')
 
 
 # --------------------------------------------------------------------------- loop
@@ -358,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             adam_eps=config.ppo.adam_eps, gamma=config.ppo.gamma,
                             gae_lambda=config.ppo.gae_lambda, epochs=config.ppo.epochs,
                             num_minibatches=config.ppo.num_minibatches,
-                            max_grad_norm=config.ppo.max_grad_norm)
+                            max_grad_norm=config.ppo.max_grad_norm,
+                            chunk_rows=config.ppo.chunk_rows)
   loss = LossConfig(clip_eps=config.loss.clip_eps, value_coef=config.loss.value_coef,
                     entropy_coef=config.loss.entropy_coef, kl_coef=config.anchor.kl_coef,
                     normalize_advantages=config.loss.normalize_advantages,
@@ -385,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                              Decoding(top_k=config.train.eval_top_k)),
                      out_shardings=replicated)
   eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
+  validate = make_validation(config, selfplay, source.eval())
+  best = BestCheckpoint(workdir)
 
   restored = ckpt.restore(state)
   iteration, agent_steps = 0, 0.0
@@ -431,8 +442,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if every and (iteration % every == 0 or final):
       ev = parallel.to_host(evaluate(state.params, eval_worlds, eval_key))
       last.update(logger.write(iteration, ev, prefix='eval/', echo=False))
+      val = validate(parallel.to_host(state.params))
+      last.update(logger.write(iteration, val, prefix='val/', echo=False))
+      improved = best.offer(iteration, state, val)
       say(f'  eval: goal {ev["goal_rate"]:.3f} | collision {ev["collision_rate"]:.3f} '
-          f'| off-road {ev["offroad_rate"]:.3f}')
+          f'| off-road {ev["offroad_rate"]:.3f} || WOSAC val: meta {val["meta"]:.4f} '
+          f'| collision {val["collision"]:.3f} | off-road excl. log '
+          f'{val["offroad_excl_log"]:.3f} | minADE {val["min_ade"]:.2f}'
+          + (' (best so far)' if improved else f' (best: iteration {best.iteration})'))
     if iteration % config.train.checkpoint_every == 0 or final:
       ckpt.save(iteration, state, {'iteration': iteration, 'agent_steps': agent_steps,
                                    'variant': config.variant, 'num_params': num_params,
@@ -441,12 +458,97 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       _render_episode(selfplay, parallel.to_host(state.params), example, workdir, iteration)
   logger.close()
   ckpt.close()
+  best.close()
+  if best.iteration is not None:
+    last.update({'best/iteration': float(best.iteration),
+                 **{f'best/{k}': v for k, v in best.metrics.items()}})
+    say(f'best validation meta {best.metrics["meta"]:.4f} at iteration {best.iteration} '
+        f'(load it as {config.variant}:{best.directory}).')
   if is_main:
     from spacer_jax.viz import curves
     curves.plot_training_curves({config.variant: workdir},
                                 os.path.join(workdir, 'curves.png'))
     runs.write_final_metrics(workdir, {k: float(v) for k, v in last.items()})
   return last
+
+
+def make_validation(config: ml_collections.ConfigDict, selfplay: SelfPlay,
+                    scenes: SimulatorState) -> Callable[[Any], dict[str, float]]:
+  """``validate(params) -> metrics``: WOSAC realism of the policy on the held-out
+  ``scenes``, the scoring of ``experiments.evaluate`` (``eval.policy_realism``).
+
+  The policy acts as evaluation runs it (``LearnedPolicy``: every object valid at the
+  current step simulated for ``env.policy_steps`` decisions, tokens decoded with
+  ``train.eval_top_k``), ``train.val_rollouts`` rollouts per scene with fixed keys, so
+  successive validations differ only by the parameters. Metrics: the 2025 meta
+  metric, minADE, collision rate, off-road rate excluding log-off-road agents, the
+  linear-speed likelihood and the three buckets (``policy_realism.VALIDATION_FIELDS``).
+  """
+  from spacer_jax.eval.policy_realism import score_policy, validation_metrics
+  from spacer_jax.eval.sim_agent_policies import LearnedPolicy, default_env
+  policy = LearnedPolicy(selfplay, Decoding(top_k=config.train.eval_top_k),
+                         variant=config.variant)
+  env = default_env()
+  rng = jax.random.PRNGKey(config.seed + 2)
+
+  def validate(params: Any) -> dict[str, float]:
+    scored = score_policy(policy, params, scenes, rng, env=env,
+                          vocab=selfplay.token_env.vocab,
+                          num_rollouts=config.train.val_rollouts,
+                          num_steps=config.env.policy_steps,
+                          batch_size=config.train.val_batch_size)
+    return validation_metrics(scored['2025'])
+
+  return validate
+
+
+class BestCheckpoint:
+  """The train state with the best validation meta metric so far.
+
+  ``workdir/best/`` is a loadable run of its own (``spacer:WORKDIR/best``): the run's
+  ``config.json``, one orbax checkpoint in ``checkpoints/`` and ``best.json`` naming
+  its iteration and validation metrics. A resumed run continues from what is there.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.directory = os.path.join(workdir, 'best')
+    self._json = os.path.join(self.directory, 'best.json')
+    self._ckpt: Optional[Checkpointer] = None
+    self.iteration: Optional[int] = None
+    self.metrics: dict[str, float] = {}
+    if os.path.exists(self._json):
+      with open(self._json) as f:
+        saved = json.load(f)
+      self.iteration, self.metrics = int(saved['iteration']), saved['metrics']
+
+  def offer(self, iteration: int, state: Any, metrics: dict[str, float]) -> bool:
+    """Keeps ``state`` when its validation ``metrics['meta']`` beats the best so far
+    (NaN never does); returns whether it did."""
+    meta = metrics['meta']
+    if not np.isfinite(meta) or (self.iteration is not None
+                                 and not meta > self.metrics['meta']):
+      return False
+    if self._ckpt is None:
+      self._ckpt = Checkpointer(os.path.join(self.directory, 'checkpoints'), max_to_keep=1)
+    self._ckpt.save(iteration, state, {'iteration': iteration, 'validation': metrics})
+    self.iteration, self.metrics = iteration, dict(metrics)
+    if parallel.is_main_process():
+      shutil.copyfile(os.path.join(self.workdir, 'config.json'),
+                      os.path.join(self.directory, 'config.json'))
+      _write_json_atomic(self._json, {'iteration': iteration, 'metrics': self.metrics})
+    return True
+
+  def close(self) -> None:
+    if self._ckpt is not None:
+      self._ckpt.close()
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
 
 
 def _out_of_time(budget_s: float, start: float) -> bool:

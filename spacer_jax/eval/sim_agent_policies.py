@@ -47,6 +47,11 @@ from spacer_jax.spacer import observation as obs_lib
 from spacer_jax.spacer.acting import GREEDY, SAMPLE, Decoding
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds
+from spacer_jax.tokens.feasibility import (
+  feasible_next_tokens,
+  restrict_log_probs,
+  start_from_current_motion,
+)
 from spacer_jax.tokens.token_env import TokenEnvironment
 from spacer_jax.tokens.tokenize import match_tokens, token_corners, tokenize
 from spacer_jax.tokens.vocabulary import TokenVocabulary, agent_type_index
@@ -225,6 +230,11 @@ class ReferencePolicy(SimAgentPolicy):
     temperature: divides the log-probabilities before sampling (> 0).
     max_steps: decision steps the decode cache holds (the runner checks
       ``num_steps <= max_steps``; decoding is identical for any ``max_steps``).
+    feasible: physically possible motion only (``tokens.feasibility``): each object
+      samples among the tokens within its type's speed-change bound of its last
+      token's speed, and an object whose last history token is missing starts with
+      the token nearest to continuing its current motion instead of a draw from a
+      near-uniform first distribution. False decodes the model as it is.
 
   Equality and hash (the policy is a static argument of compiled runners and the key
   of their caches) cover everything the compiled program depends on: the model config,
@@ -240,6 +250,7 @@ class ReferencePolicy(SimAgentPolicy):
   top_k: int = 32
   temperature: float = 1.0
   max_steps: int = 40
+  feasible: bool = True
 
   def __post_init__(self):
     if self.temperature <= 0:
@@ -259,7 +270,7 @@ class ReferencePolicy(SimAgentPolicy):
     # vocabularies reads them back from the device.
     return (self.config, vocabulary_key(self.vocab), self.token_env.env,
             vocabulary_key(self.token_env.vocab), self.top_k, self.temperature,
-            self.max_steps)
+            self.max_steps, self.feasible)
 
   def __eq__(self, other):
     if other.__class__ is not self.__class__:
@@ -316,11 +327,17 @@ class ReferencePolicy(SimAgentPolicy):
     dec, lp = jax.lax.scan(body, dec, (
         jnp.arange(hist, dtype=jnp.int32), move(ids, -1), move(poses[..., :-1, :], -2),
         move(poses[..., 1:, :], -2), move(valid, -1)))
-    return ReferenceCarry(decode=dec, log_probs=lp[-1], position=jnp.int32(hist))
+    log_probs = lp[-1]
+    if self.feasible:
+      log_probs = start_from_current_motion(self.vocab, state, log_probs, valid[..., -1])
+    return ReferenceCarry(decode=dec, log_probs=log_probs, position=jnp.int32(hist))
 
   def propose(self, params, carry, state, rng):
     del params
-    ids = sample_tokens(carry.log_probs, rng, self.top_k, self.temperature)
+    log_probs = carry.log_probs
+    if self.feasible:
+      log_probs = restrict_log_probs(log_probs, feasible_next_tokens(self.vocab, state))
+    ids = sample_tokens(log_probs, rng, self.top_k, self.temperature)
     poses, velocities, valid = self.token_env.execute(state, ids)
     return Motion(poses=poses, velocities=velocities, valid=valid)
 
@@ -511,11 +528,12 @@ def _scripted(make: Callable[[MultiAgentEnvironment, int], SimAgentPolicy]):
   return lambda path, *, env, vocab, **settings: (make(env, _steps(vocab)), None)
 
 
-def _reference_loader(path, *, env, vocab, top_k, temperature, max_steps, **settings):
+def _reference_loader(path, *, env, vocab, top_k, temperature, max_steps, feasible=True,
+                      **settings):
   if path == 'default':  # The packaged default reference (trained if it is stale).
     from spacer_jax.models.default import get_or_train_default_reference
     path = get_or_train_default_reference(200 if vocab is None else vocab.num_tokens)
-  return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps)
+  return _load_reference_policy(path, env, vocab, top_k, temperature, max_steps, feasible)
 
 
 def _learned_loader(kind: str):
@@ -539,7 +557,7 @@ for _kind in LEARNED:
 def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
                 vocab: TokenVocabulary | None = None, top_k: int = 32,
                 temperature: float = 1.0, greedy: bool = False, max_steps: int = 40,
-                goals: str = 'config', learned_top_k: int = 0
+                goals: str = 'config', learned_top_k: int = 0, feasible: bool = True
                 ) -> tuple[SimAgentPolicy, Any]:
   """Builds a sim-agent policy and its parameters from a spec.
 
@@ -559,7 +577,8 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
     env: environment of the IDM scratch state and of the token environments (default
       :func:`default_env`).
     vocab: token vocabulary override (must have the model's K).
-    top_k, temperature, max_steps: reference sampling settings.
+    top_k, temperature, max_steps, feasible: reference sampling settings
+      (``ReferencePolicy``).
     greedy, goals, learned_top_k: learned-policy settings (``top_k`` of
       :class:`LearnedPolicy`).
 
@@ -586,7 +605,7 @@ def load_policy(spec: str, *, env: MultiAgentEnvironment | None = None,
     raise FileNotFoundError(f'policy spec {spec!r}: {path!r} does not exist.')
   return loader.build(path, env=env, vocab=vocab, top_k=top_k, temperature=temperature,
                       greedy=greedy, max_steps=max_steps, goals=goals,
-                      learned_top_k=learned_top_k)
+                      learned_top_k=learned_top_k, feasible=feasible)
 
 
 def _checked_vocab(vocab: TokenVocabulary, num_tokens: int, what: str) -> TokenVocabulary:
@@ -596,7 +615,7 @@ def _checked_vocab(vocab: TokenVocabulary, num_tokens: int, what: str) -> TokenV
   return vocab
 
 
-def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps):
+def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps, feasible=True):
   from spacer_jax.models.checkpoint import load_reference
   from spacer_jax.tokens.vocabulary import load_vocabulary
   ref = load_reference(path)
@@ -608,7 +627,8 @@ def _load_reference_policy(path, env, vocab, top_k, temperature, max_steps):
     vocab = load_vocabulary(ref.vocabulary_path)
   vocab = _checked_vocab(vocab, ref.config.num_tokens, f'reference {path!r}')
   policy = ReferencePolicy(ref.config, vocab, TokenEnvironment(env, vocab), top_k=top_k,
-                           temperature=temperature, max_steps=max_steps)
+                           temperature=temperature, max_steps=max_steps,
+                           feasible=feasible)
   return policy, ref.params
 
 

@@ -27,6 +27,11 @@ from spacer_jax.models.api import build_reference_inputs, decode_step, init_deco
 from spacer_jax.models.config import ReferenceConfig
 from spacer_jax.sim.datatypes import SimulatorState
 from spacer_jax.sim.metrics.base import MetricResult
+from spacer_jax.tokens.feasibility import (
+  feasible_next_tokens,
+  restrict_log_probs,
+  start_from_current_motion,
+)
 from spacer_jax.tokens.token_env import TokenEnvironment
 from spacer_jax.tokens.tokenize import match_tokens, token_corners, tokenize
 from spacer_jax.tokens.vocabulary import TokenVocabulary, agent_type_index
@@ -141,7 +146,8 @@ def catk_selector(vocab: TokenVocabulary, top_k: int) -> Selector:
 def rollout_with_selector(config: ReferenceConfig, params: Any, vocab: TokenVocabulary,
                           token_env: TokenEnvironment, state: SimulatorState,
                           rng: jax.Array, select: Selector, num_steps: int,
-                          forced_tokens: Optional[jax.Array] = None) -> RolloutResult:
+                          forced_tokens: Optional[jax.Array] = None,
+                          feasible: bool = True) -> RolloutResult:
   """The rollout loop with any token selector (not jitted; see :func:`reference_rollout`).
 
   Args:
@@ -149,6 +155,11 @@ def rollout_with_selector(config: ReferenceConfig, params: Any, vocab: TokenVoca
       ``init_steps - 1``, which must be a multiple of S).
     forced_tokens: optional ``(..., N, num_steps)`` ids executed instead of the
       selector's (e.g. the tokenised log, to check the loop).
+    feasible: the selector sees each object's distribution restricted to the tokens
+      within its speed-change bound (``tokens.feasibility``), and objects without a
+      valid last history token start from the token continuing their current motion;
+      CAT-K targets are then physically possible too. ``log_probs`` of the result stay
+      the model's own.
   """
   s = vocab.steps_per_token
   if vocab.num_tokens != config.num_tokens or vocab.num_tokens != token_env.vocab.num_tokens:
@@ -197,15 +208,20 @@ def rollout_with_selector(config: ReferenceConfig, params: Any, vocab: TokenVoca
       (positions, move(hist_ids, -1), move(hist_poses[..., :-1, :], -2),
        move(hist_poses[..., 1:, :], -2), move(hist_valid, -1)))
   log_probs = hist_lp[-1]  # (..., N, K): the distribution of token ``hist``.
+  first_log_probs = log_probs
+  if feasible:
+    first_log_probs = start_from_current_motion(vocab, state, log_probs, hist_valid[..., -1])
 
   controlled = state.object_metadata.is_controlled
   forced = (jnp.zeros((num_steps, *batch, n), jnp.int32) if forced_tokens is None
             else move(jnp.asarray(forced_tokens, jnp.int32), -1))
 
   def body(carry, xs):
-    sim, d, lp = carry
+    sim, d, lp, choose_from = carry
     i, key, force = xs
-    ids, ok = select(lp, sim, key)
+    if feasible:
+      choose_from = restrict_log_probs(choose_from, feasible_next_tokens(vocab, sim))
+    ids, ok = select(choose_from, sim, key)
     if forced_tokens is not None:
       ids = force
     expert, _ = token_env.expert_tokens(sim)
@@ -218,12 +234,12 @@ def rollout_with_selector(config: ReferenceConfig, params: Any, vocab: TokenVoca
     valid = start_valid & sim.current_sim_trajectory.valid[..., 0]
     lp, d = decode_step(config, params, d, hist + i, ids, start, end, valid)
     out = (ids, end, valid, ok, jnp.where(valid, chosen_lp, 0.0), metrics)
-    return (sim, d, lp), out
+    return (sim, d, lp, lp), out
 
   keys = jax.random.split(rng, num_steps)
   steps = jnp.arange(num_steps, dtype=jnp.int32)
-  (state, _, _), (ids, ends, valid, ok, chosen_lp, metrics) = jax.lax.scan(
-      body, (state, dec, log_probs), (steps, keys, forced))
+  (state, _, _, _), (ids, ends, valid, ok, chosen_lp, metrics) = jax.lax.scan(
+      body, (state, dec, log_probs, first_log_probs), (steps, keys, forced))
   back = lambda a, axis: jnp.moveaxis(a, 0, axis)
   ids, ends, valid, ok = back(ids, -1), back(ends, -2), back(valid, -1), back(ok, -1)
   metrics = jax.tree.map(lambda a: back(a, -3), metrics)  # (..., R, S, N)
@@ -240,23 +256,24 @@ def rollout_with_selector(config: ReferenceConfig, params: Any, vocab: TokenVoca
 def _reference_rollout(config: ReferenceConfig, params: Any, vocab: TokenVocabulary,
                        token_env: TokenEnvironment, state: SimulatorState, rng: jax.Array,
                        *, num_steps: int = 40, top_k: int = 32, temperature: float = 1.0,
-                       forced_tokens: Optional[jax.Array] = None) -> RolloutResult:
+                       forced_tokens: Optional[jax.Array] = None,
+                       feasible: bool = True) -> RolloutResult:
   if temperature <= 0:
     raise ValueError(f'temperature must be > 0 (use top_k=1 for greedy), got {temperature}')
   if top_k < 1:
     raise ValueError(f'top_k must be >= 1, got {top_k}')
   return rollout_with_selector(config, params, vocab, token_env, state, rng,
                                sampling_selector(top_k, temperature), num_steps,
-                               forced_tokens)
+                               forced_tokens, feasible)
 
 
-_STATIC = ('config', 'token_env', 'num_steps', 'top_k', 'temperature')
+_STATIC = ('config', 'token_env', 'num_steps', 'top_k', 'temperature', 'feasible')
 
 reference_rollout = jax.jit(_reference_rollout, static_argnames=_STATIC)
 reference_rollout.__doc__ = """Rolls out every controlled agent with the reference model (jitted).
 
   ``reference_rollout(config, params, vocab, token_env, state, rng, *, num_steps=40,
-  top_k=32, temperature=1.0, forced_tokens=None) -> RolloutResult``
+  top_k=32, temperature=1.0, forced_tokens=None, feasible=True) -> RolloutResult``
 
   Args:
     config: the model's ``ReferenceConfig`` (static).
@@ -270,15 +287,18 @@ reference_rollout.__doc__ = """Rolls out every controlled agent with the referen
     top_k: sample among the ``top_k`` most likely tokens (1 = greedy).
     temperature: divides the log-probabilities before sampling (> 0).
     forced_tokens: optional ``(..., N, num_steps)`` ids to execute instead.
+    feasible: physically possible motion only (static; see
+      :func:`rollout_with_selector`).
   """
 
 
 def rollout_fn(config: ReferenceConfig, vocab: TokenVocabulary, token_env: TokenEnvironment,
                *, num_steps: int = 40, top_k: int = 32, temperature: float = 1.0,
-               jit_options: Optional[dict] = None) -> Callable:
+               feasible: bool = True, jit_options: Optional[dict] = None) -> Callable:
   """A compiled ``(params, state, rng) -> RolloutResult`` with everything else fixed."""
   fn = functools.partial(_reference_rollout, config, vocab=vocab, token_env=token_env,
-                         num_steps=num_steps, top_k=top_k, temperature=temperature)
+                         num_steps=num_steps, top_k=top_k, temperature=temperature,
+                         feasible=feasible)
   return jax.jit(lambda params, state, rng: fn(params, state=state, rng=rng),
                  compiler_options=jit_options)
 

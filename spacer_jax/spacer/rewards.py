@@ -6,14 +6,29 @@ Per agent and policy step (paper's "Objective")::
         + alpha * log p_ref(a_t | s_t)
 
 The goal is reached within ``goal_radius`` (2 m) of the agent's last valid logged
-position. What happens after an event is configurable per event:
+position.
+
+Episodes are WOSAC episodes by default: every object valid at the current step stays
+in the world and acts for the whole episode (``'continue'``), as evaluation simulates
+it. Each event counts once per agent and episode, its first occurrence: WOSAC's
+collision and off-road features are per-agent indicators over the 8 s ("did it ever
+collide"), so only the first event of each kind changes what is scored, and a penalty
+repeated while two boxes stay in contact would mostly teach agents to flee a contact
+the score no longer sees. Agents that start within the goal radius (parked and queued
+cars whose last logged position is where they stand) have nothing to reach: they
+count as at goal from the start and earn no goal reward. Agents whose log itself is
+off road during the episode (pedestrians on sidewalks, cars in driveways) are exempt
+from the off-road penalty (``exempt_log_offroad``): WOSAC scores the likelihood of the
+logged off-road flag, so the log's behaviour must not be punished.
+
+Two other behaviours after an event remain selectable for comparison (they are not
+WOSAC episodes: measured in docs/experiments.md, the removal rule leaves 28% of the
+agent-step slots valid and no parked car in the world):
 
 * ``'remove'``: the agent stops acting and leaves the scene (the rollout marks it
   invalid in the simulated trajectory, so others can no longer hit it);
 * ``'freeze'``: the agent stops acting and stays where it is as an obstacle;
-* ``'continue'``: the agent keeps acting. Collision and off-road penalties then recur
-  at every step the flag holds; the goal reward is paid once (the first time), so
-  loitering at the goal earns nothing.
+* ``'continue'`` (default): the agent keeps acting.
 
 :class:`AgentStatus` carries the episode state per agent slot; :func:`update_status`
 advances it by one step and says which events count for that step's reward.
@@ -44,15 +59,18 @@ class RewardConfig:
     offroad_weight: penalty per off-road event (w_offroad, subtracted).
     goal_radius: metres from the goal that count as reached.
     after_goal, after_collision, after_offroad: one of ``TERMINAL_BEHAVIOURS``.
+    exempt_log_offroad: no off-road event (penalty, removal) for agents whose logged
+      trajectory is off road at any step of the episode.
   """
 
   goal_weight: float = 1.0
   collision_weight: float = 0.75
   offroad_weight: float = 0.75
   goal_radius: float = 2.0
-  after_goal: str = 'remove'
-  after_collision: str = 'remove'
-  after_offroad: str = 'remove'
+  after_goal: str = 'continue'
+  after_collision: str = 'continue'
+  after_offroad: str = 'continue'
+  exempt_log_offroad: bool = True
 
   def __post_init__(self):
     for name in ('after_goal', 'after_collision', 'after_offroad'):
@@ -74,7 +92,9 @@ class AgentStatus:
     alive: the agent still acts (and its steps count for learning).
     frozen: stopped after an event with ``'freeze'``; stays in the scene.
     removed: taken out of the scene after an event with ``'remove'``.
-    goal_reached, collided, offroad: the event has happened at least once.
+    goal_reached, collided, offroad: the event has happened at least once (an agent
+      that starts within its goal radius counts as at goal from the start).
+    started_at_goal: within the goal radius at the start (no goal to reach).
   """
 
   alive: jax.Array
@@ -83,14 +103,18 @@ class AgentStatus:
   goal_reached: jax.Array
   collided: jax.Array
   offroad: jax.Array
+  started_at_goal: jax.Array
 
   @classmethod
-  def create(cls, controlled: jax.Array) -> AgentStatus:
-    """Start of an episode: the controlled slots ``(..., N)`` are alive."""
+  def create(cls, controlled: jax.Array, at_goal_now: jax.Array | None = None
+             ) -> AgentStatus:
+    """Start of an episode: the controlled slots ``(..., N)`` are alive; those also in
+    ``at_goal_now`` ``(..., N)`` bool have their goal reached already."""
     alive = jnp.asarray(controlled, bool)
     false = jnp.zeros_like(alive)
-    return cls(alive=alive, frozen=false, removed=false, goal_reached=false,
-               collided=false, offroad=false)
+    start = false if at_goal_now is None else alive & jnp.asarray(at_goal_now, bool)
+    return cls(alive=alive, frozen=false, removed=false, goal_reached=start,
+               collided=false, offroad=false, started_at_goal=start)
 
 
 @struct.dataclass
@@ -100,7 +124,7 @@ class StepEvents:
   Attributes:
     acted: the agent was alive during the step (the learning mask of the step).
     goal: it reached its goal for the first time.
-    collision, offroad: it collided / was off road after the step.
+    collision, offroad: it collided / went off road for the first time in the episode.
     done: its episode ended with this step (an event with 'remove' or 'freeze').
   """
 
@@ -152,12 +176,12 @@ def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,
 
   Returns:
     ``(status after the step, StepEvents)``. Only agents alive before the step have
-    events.
+    events, and each kind of event happens at most once per agent and episode.
   """
   alive = status.alive
   goal = alive & reached & ~status.goal_reached
-  collision = alive & collided
-  off = alive & offroad
+  collision = alive & collided & ~status.collided
+  off = alive & offroad & ~status.offroad
   events = {'goal': (goal, config.after_goal),
             'collision': (collision, config.after_collision),
             'offroad': (off, config.after_offroad)}
@@ -173,9 +197,31 @@ def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,
   new = AgentStatus(
       alive=alive & ~done, frozen=status.frozen | freeze, removed=status.removed | remove,
       goal_reached=status.goal_reached | goal, collided=status.collided | collision,
-      offroad=status.offroad | off)
+      offroad=status.offroad | off, started_at_goal=status.started_at_goal)
   return new, StepEvents(acted=alive, goal=goal, collision=collision, offroad=off,
                          done=done)
+
+
+def log_offroad(state: SimulatorState, start: int, stop: int, stride: int = 1
+                ) -> jax.Array:
+  """``(..., N)`` bool: the LOGGED trajectory is off road (the simulator's ``offroad``
+  metric, Waymax's box-corner rule) at some valid step of ``start, start + stride, ..,
+  stop - 1`` (static ints).
+
+  The off-road exemption of :class:`RewardConfig` (``exempt_log_offroad``). Measured
+  on the log at the simulator's own rule, so the exemption and the penalty agree on
+  what "off road" means; ``stride`` = the token length checks the steps where a
+  policy's episode checks too.
+  """
+  steps = jnp.arange(start, stop, stride, dtype=jnp.int32)
+  replay = state.replace(sim_trajectory=state.log_trajectory)
+
+  def at(t):
+    # The metric reads each state's own timestep: one per batch entry.
+    now = replay.replace(timestep=jnp.full(replay.timestep.shape, t, jnp.int32))
+    return metric_flag(registry.run_metrics(now, ['offroad'])['offroad'])
+
+  return jnp.any(jax.lax.map(at, steps), axis=0)
 
 
 def task_reward(collided: jax.Array, offroad: jax.Array, goal_reached: jax.Array,

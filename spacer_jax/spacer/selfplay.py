@@ -20,7 +20,7 @@ Time-major outputs: ``(T, W, N, ...)`` with ``T = num_steps``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,12 +47,15 @@ class Worlds:
     goal: ``(..., N, 2)`` last valid logged position of each object, m.
     history: the log tokenised up to the current step: ``token_ids`` / ``valid``
       ``(..., N, H)``, ``poses (..., N, H + 1, 3)``, ``H = (init_steps - 1) / S``.
+    log_offroad: ``(..., N)`` bool, the logged trajectory is off road at some step of
+      the episode (``rewards.log_offroad``); None where no rewards are computed.
   """
 
   state: SimulatorState
   road: RoadPointSet
   goal: jax.Array
-  history: Tokenized
+  history: Optional[Tokenized]
+  log_offroad: Optional[jax.Array] = None
 
 
 @struct.dataclass
@@ -70,6 +73,8 @@ class Episode:
     goal, collision, offroad: ``(T, W, N)`` bool events of the step.
     last_value: ``(W, N)`` critic value after the last step (bootstrap for agents
       still alive when the episode is truncated).
+    offroad_exempt: ``(W, N)`` bool, agents exempt from the off-road event because
+      their log is off road (``RewardConfig.exempt_log_offroad``).
     final_state: the ``SimulatorState`` after the episode.
     status: the agents' :class:`AgentStatus` after the episode.
     controlled: ``(W, N)`` bool, the agents the policy controlled.
@@ -86,6 +91,7 @@ class Episode:
   collision: jax.Array
   offroad: jax.Array
   last_value: jax.Array
+  offroad_exempt: jax.Array
   final_state: SimulatorState
   status: rew.AgentStatus
   controlled: jax.Array
@@ -157,7 +163,8 @@ class SelfPlay:
     goal = obs_lib.goal_positions(state.log_trajectory)
     head = _time_slice(state.log_trajectory, 0, self.start_step + 1)
     history = tokenize(self.token_env.vocab, head, state.object_metadata.object_types)
-    return Worlds(state=state, road=road, goal=goal, history=history)
+    log_off = rew.log_offroad(state, self.start_step + 1, self.num_timesteps_needed)
+    return Worlds(state=state, road=road, goal=goal, history=history, log_offroad=log_off)
 
   # -- acting ----------------------------------------------------------------------
 
@@ -171,9 +178,12 @@ class SelfPlay:
 
   def observe(self, worlds: Worlds, state: SimulatorState, status: rew.AgentStatus,
               goal_visible: jax.Array) -> PolicyObservation:
-    return obs_lib.build_observation(state, status.alive, worlds.goal, status.collided,
-                                     status.offroad, goal_visible, worlds.road,
-                                     self.obs_config)
+    # The observation's collided / off-road flags stay False: agents keep acting after
+    # events (WOSAC episodes) and evaluation (eval.sim_agent_policies.LearnedPolicy)
+    # tracks no events, so a policy must not learn to rely on them.
+    no_event = jnp.zeros_like(status.alive)
+    return obs_lib.build_observation(state, status.alive, worlds.goal, no_event, no_event,
+                                     goal_visible, worlds.road, self.obs_config)
 
   def rollout(self, params: Any, worlds: Worlds, rng: jax.Array,
               decoding: Decoding = SAMPLE) -> Episode:
@@ -189,12 +199,19 @@ class SelfPlay:
       An :class:`Episode`, time-major.
     """
     state = worlds.state
-    controlled = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[
-        ..., 0]
-    status = rew.AgentStatus.create(controlled)
+    cfg = self.reward_config
+    cur = state.current_sim_trajectory
+    controlled = state.object_metadata.is_controlled & cur.valid[..., 0]
+    status = rew.AgentStatus.create(
+        controlled, rew.at_goal(cur.xy[..., 0, :], worlds.goal, cfg.goal_radius))
     rng, goal_rng = jax.random.split(rng)
     goal_visible = obs_lib.sample_goal_visible(goal_rng, controlled.shape, self.obs_config)
-    cfg = self.reward_config
+    exempt = jnp.zeros_like(controlled)
+    if cfg.exempt_log_offroad:
+      if worlds.log_offroad is None:
+        raise ValueError('RewardConfig.exempt_log_offroad needs Worlds.log_offroad: build '
+                         'the worlds with SelfPlay.prepare.')
+      exempt = controlled & worlds.log_offroad
 
     def step(carry, key):
       state, status = carry
@@ -205,7 +222,7 @@ class SelfPlay:
       token_ids = jnp.where(status.alive, actions, jnp.where(status.frozen, 0, -1))
       state, metrics = self.token_env.step(state, token_ids)
       collided = jnp.any(rew.metric_flag(metrics['overlap']), axis=-2)
-      offroad = jnp.any(rew.metric_flag(metrics['offroad']), axis=-2)
+      offroad = jnp.any(rew.metric_flag(metrics['offroad']), axis=-2) & ~exempt
       cur = state.current_sim_trajectory
       reached = cur.valid[..., 0] & rew.at_goal(cur.xy[..., 0, :], worlds.goal,
                                                 cfg.goal_radius)
@@ -224,8 +241,8 @@ class SelfPlay:
     last_obs = self.observe(worlds, state, status, goal_visible)
     _, last_value = self.policy.apply(params, last_obs)
     last_value = jnp.where(status.alive, last_value, 0.0)
-    return Episode(last_value=last_value, final_state=state, status=status,
-                   controlled=controlled, **out)
+    return Episode(last_value=last_value, offroad_exempt=exempt, final_state=state,
+                   status=status, controlled=controlled, **out)
 
   def rollout_per_world(self, params: Any, worlds: Worlds, keys: jax.Array,
                         decoding: Decoding = SAMPLE) -> Episode:

@@ -32,7 +32,6 @@ edges, reference features) would gather all worlds onto every device.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, Optional
@@ -48,7 +47,8 @@ from spacer_jax.models import ReferenceConfig, build_reference_inputs, reference
 from spacer_jax.parallel.mesh import DATA_AXIS, check_divisible, constrain
 from spacer_jax.spacer.acting import SAMPLE, Decoding
 from spacer_jax.spacer.gae import compute_gae
-from spacer_jax.spacer.losses import LossConfig, PPOBatch, ppo_loss
+from spacer_jax.spacer.losses import LossConfig, PPOBatch
+from spacer_jax.spacer.minibatch import make_minibatch_gradient, minibatch_indices
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import TIME_MAJOR_FIELDS, Episode, SelfPlay, Worlds
 
@@ -69,6 +69,10 @@ class PPOConfig:
     num_minibatches: minibatches per epoch (the valid agent-steps of a step are
       shuffled and split evenly; padded slots and dead agents never enter).
     max_grad_norm: global gradient-norm clip.
+    chunk_rows: rows per gradient chunk: a minibatch's valid agent-steps are packed
+      and run in chunks of this many, so padding costs less than one chunk (a speed
+      setting; the gradient does not depend on it beyond float rounding). 0 = by
+      backend (``spacer.minibatch.resolve_chunk_rows``: 32 on CPU, 8192 otherwise).
   """
 
   num_worlds: int = 300
@@ -79,11 +83,15 @@ class PPOConfig:
   epochs: int = 4
   num_minibatches: int = 16
   max_grad_norm: float = 0.5
+  chunk_rows: int = 0
 
   def __post_init__(self):
     for name in ('num_worlds', 'epochs', 'num_minibatches'):
       if getattr(self, name) < 1:
         raise ValueError(f'PPOConfig.{name} must be >= 1, got {getattr(self, name)}.')
+    if self.chunk_rows < 0:
+      raise ValueError(f'PPOConfig.chunk_rows must be >= 0 (0 = by backend), got '
+                       f'{self.chunk_rows}.')
     if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
       raise ValueError('PPOConfig.gamma must be in (0, 1] and gae_lambda in [0, 1].')
 
@@ -244,59 +252,27 @@ def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def episode_metrics(episode: Episode) -> dict[str, jax.Array]:
-  """Rates over the controlled agents of an episode (scalars)."""
+  """Rates over the controlled agents of an episode (scalars).
+
+  ``goal_rate`` counts the agents that had a goal to reach (not within its radius at
+  the start), ``offroad_rate`` those not exempt because their log is off road, as
+  WOSAC's off-road rate excluding log-off-road agents.
+  """
   controlled = episode.controlled
   n = jnp.sum(controlled).astype(jnp.float32)
-  rate = lambda flag: _safe_ratio(jnp.sum(flag & controlled).astype(jnp.float32), n)
+
+  def rate(flag, among=controlled):
+    return _safe_ratio(jnp.sum(flag & among).astype(jnp.float32),
+                       jnp.sum(among).astype(jnp.float32))
+
+  status = episode.status
   return {
-      'goal_rate': rate(episode.status.goal_reached),
-      'collision_rate': rate(episode.status.collided),
-      'offroad_rate': rate(episode.status.offroad),
+      'goal_rate': rate(status.goal_reached, controlled & ~status.started_at_goal),
+      'collision_rate': rate(status.collided),
+      'offroad_rate': rate(status.offroad, controlled & ~episode.offroad_exempt),
       'agent_steps': jnp.sum(episode.acted).astype(jnp.float32),
       'agents': n,
   }
-
-
-def minibatch_indices(valid: jax.Array, key: jax.Array, num_minibatches: int
-                      ) -> tuple[jax.Array, jax.Array]:
-  """Shuffles each world's valid agent-steps and splits them evenly into minibatches.
-
-  Per world, the slots are ordered valid first (randomly among themselves) and
-  minibatch ``i`` takes that world's valid entries ``[i V_w / m, (i + 1) V_w / m)``: the
-  ``m`` updates of an epoch share every valid agent-step once, however many slots are
-  padding or dead agents, and each minibatch draws evenly from every world (a
-  stratified shuffle). Being defined per world with a per-world key, the split is the
-  same whichever devices hold which worlds, so a world-sharded step gathers only
-  local data and trains exactly like the single-device one. A minibatch holds the
-  static ``ceil(n / m)`` rows per world; unused rows are masked out.
-
-  Args:
-    valid: ``(W, n)`` bool, the agent-step slots of each world that hold data.
-    key: PRNG key of the shuffle.
-    num_minibatches: ``m``.
-
-  Returns:
-    ``(index (m, W, ceil(n / m)) int32, in_minibatch (m, W, ceil(n / m)) bool)``: the
-    slots (within each world) of each minibatch and which rows are real.
-  """
-  w, n = valid.shape
-  m = num_minibatches
-  if n < m:
-    raise ValueError(f'{n} agent-step slots per world cannot be split into {m} '
-                     'minibatches.')
-  capacity = -(-n // m)
-
-  def one_world(world_valid, world_key):
-    order = jnp.argsort(jax.random.uniform(world_key, (n,))
-                        + jnp.where(world_valid, 0.0, 2.0))
-    count = jnp.sum(world_valid.astype(jnp.int32))
-    bounds = (jnp.arange(m + 1, dtype=jnp.int32) * count) // m
-    rows = bounds[:-1, None] + jnp.arange(capacity, dtype=jnp.int32)
-    return order[jnp.minimum(rows, n - 1)].astype(jnp.int32), rows < bounds[1:, None]
-
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(w))
-  index, in_minibatch = jax.vmap(one_world)(valid, keys)  # (W, m, capacity)
-  return jnp.swapaxes(index, 0, 1), jnp.swapaxes(in_minibatch, 0, 1)
 
 
 def _block_picks(key: jax.Array, pool_size: int, num_worlds: int) -> jax.Array:
@@ -418,15 +394,12 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
     raise ValueError('LossConfig.kl_coef > 0 needs an anchor (reference or policy).')
   check_divisible(mesh, num_worlds=ppo.num_worlds)
   episode_fn = make_episode_fn(selfplay, anchor, mesh)
-  apply_fn = selfplay.policy.apply
-  loss_fn = functools.partial(ppo_loss, apply_fn=apply_fn, config=loss_config)
-  grad_fn = jax.value_and_grad(lambda p, b, beta: loss_fn(p, batch=b, kl_coef=beta),
-                               has_aux=True)
+  minibatch_gradient = make_minibatch_gradient(selfplay.policy.apply, loss_config,
+                                               ppo.chunk_rows, mesh)
 
   def update(params, opt_state, batch: PPOBatch, rng, kl_coef):
     """PPO epochs over ``batch``, laid out ``(W, T * N, ...)`` (world-major)."""
     m = ppo.num_minibatches
-    take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
 
     def epoch(carry, key):
       index, in_mb = minibatch_indices(batch.valid, key, m)
@@ -434,13 +407,11 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
       def minibatch(carry, xs):
         index, in_mb = xs
         params, opt_state = carry
-        mb = constrain(jax.tree_util.tree_map(lambda x: take(x, index), batch), mesh)
-        mb = mb.replace(valid=mb.valid & in_mb)
-        (_, metrics), grads = grad_fn(params, mb, kl_coef)
+        grads, metrics = minibatch_gradient(params, batch, index, in_mb, kl_coef)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         # An empty minibatch (fewer valid agent-steps than minibatches) must not move
         # Adam's moments or the parameters.
-        nonempty = jnp.any(in_mb)
+        nonempty = metrics.pop('rows') > 0
         keep = lambda new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(nonempty, a, b), new, old)
         params = keep(optax.apply_updates(params, updates), params)

@@ -4,7 +4,9 @@ Reads each run's ``metrics.jsonl`` (written by ``training.MetricLogger``) and pl
 against the agent-steps trained: the goal, collision and off-road rates of the training
 episodes (solid) and of the held-out evaluation (dashed, ``eval/``), the KL to the
 anchor, and the policy's entropy next to the anchor's own (a policy far above its
-anchor's entropy is being flattened by the KL term).
+anchor's entropy is being flattened by the KL term). A second row holds the WOSAC
+validation (``val/``: meta metric, collision rate, off-road rate excluding log-off-road
+agents, minADE, linear-speed likelihood), the figures ``experiments.evaluate`` reports.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ matplotlib.use('Agg')  # Headless: plots are written on servers without a displa
 import matplotlib.pyplot as plt  # noqa: E402
 
 RATES = ('goal_rate', 'collision_rate', 'offroad_rate')
+# (key under val/, panel title) of the WOSAC validation row.
+VALIDATION = (('meta', 'WOSAC meta (higher is better)'),
+              ('collision', 'WOSAC collision rate'),
+              ('offroad_excl_log', 'WOSAC off-road rate excl. log off-road'),
+              ('min_ade', 'minADE, m'),
+              ('linear_speed_likelihood', 'linear-speed likelihood'))
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -50,9 +58,11 @@ def plot_training_curves(runs: Mapping[str, str], path: str) -> str:
   """Writes the curves of ``runs`` (``{label: workdir}``) to the PNG ``path``.
 
   Panels: one per rate of :data:`RATES` (train solid, eval dashed), ``kl_ref`` and
-  ``entropy`` (with ``anchor_entropy`` dotted). Returns ``path``.
+  ``entropy`` (with ``anchor_entropy`` dotted); below, the :data:`VALIDATION` series
+  against the same axis. Returns ``path``.
   """
-  fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+  fig, grid = plt.subplots(2, 5, figsize=(22, 8.4))
+  axes, val_axes = grid[0], grid[1]
   colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
   for i, (label, workdir) in enumerate(runs.items()):
     rows, colour = read_metrics(workdir), colours[i % len(colours)]
@@ -66,10 +76,17 @@ def plot_training_curves(runs: Mapping[str, str], path: str) -> str:
     xs, ys = _series(rows, 'anchor_entropy')
     if xs:
       axes[4].plot(xs, ys, ':', color=colour, label=f'{label} anchor')
+    for ax, (key, _) in zip(val_axes, VALIDATION):
+      ax.plot(*_series(rows, f'val/{key}'), '-o', color=colour, markersize=3, label=label)
   titles = ('goal rate (higher is better)', 'collision rate (lower is better)',
             'off-road rate (lower is better)', 'KL(pi || anchor), nats',
             'entropy per agent-step, nats')
   for ax, title in zip(axes, titles):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel('agent-steps trained')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  for ax, (_, title) in zip(val_axes, VALIDATION):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel('agent-steps trained')
     ax.grid(alpha=0.3)
@@ -83,4 +100,4 @@ def plot_training_curves(runs: Mapping[str, str], path: str) -> str:
   return path
 
 
-__all__ = ['RATES', 'plot_training_curves', 'read_metrics']
+__all__ = ['RATES', 'VALIDATION', 'plot_training_curves', 'read_metrics']
