@@ -125,3 +125,37 @@ def test_events_count_once_and_the_agent_keeps_acting():
   # its goal and earns nothing for standing there.
   np.testing.assert_allclose(np.stack(rewards_seen), [[-1.5, 0.0], [1.0, 0.0], [0.0, 0.0]])
   assert status.alive.all() and bool(status.goal_reached[1])
+
+
+def test_feasible_actions_restrict_acting_and_the_losses():
+  """With obs.feasible_actions every sampled token lies in the agent's feasible set at
+  that step, the policy puts no mass outside it, and the PPO loss stays finite."""
+  from spacer_jax.spacer import losses
+  selfplay = _selfplay()
+  assert selfplay.obs_config.feasible_actions
+  worlds, ep = _episode(selfplay, seed=3)
+  feasible = np.asarray(ep.obs.feasible)  # (T, W, N, K)
+  assert feasible.shape == (40, 1, 8, 32)
+  acted = np.asarray(ep.acted)
+  taken = np.take_along_axis(feasible, np.asarray(ep.actions)[..., None], -1)[..., 0]
+  assert taken[acted].all()
+  assert not feasible[acted].all()  # The bound removes tokens somewhere.
+  params = selfplay.policy.init(jax.random.key(1), jax.tree.map(lambda a: a[0], ep.obs))
+  logits, _ = selfplay.policy.apply(params, jax.tree.map(lambda a: a[5], ep.obs))
+  p = np.asarray(jax.nn.softmax(logits, -1))
+  assert np.all(p[~feasible[5]] == 0.0)
+  ent = losses.entropy(logits, jnp.asarray(acted[5]))
+  kl = losses.categorical_kl(logits, jnp.where(feasible[5], 0.0, -jnp.inf),
+                             jnp.asarray(acted[5]))
+  assert np.isfinite(np.asarray(ent)).all() and np.isfinite(np.asarray(kl)).all()
+  # Without the flag the observation carries no mask and every token is allowed.
+  plain = factory.make_selfplay(_plain_config(), primitive_vocabulary(32))
+  _, ep_plain = _episode(plain, seed=3)
+  assert ep_plain.obs.feasible is None
+
+
+def _plain_config():
+  config = spacer_configs.get_config('tiny')
+  config.env.policy_steps = 40
+  config.obs.feasible_actions = False
+  return config

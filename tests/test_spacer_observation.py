@@ -350,3 +350,89 @@ def test_motion_features_measure_the_last_token(scene):
   np.testing.assert_allclose(np.asarray(first.ego[..., obs_lib.EGO_DIM:]), 0.0)
   with pytest.raises(ValueError, match='motion_lag_steps'):
     obs_lib.ObservationConfig(motion_lag_steps=-1)
+
+
+def test_speeds_are_mean_speeds_over_the_last_token(scene):
+  """With token_speed_steps=2 the speed seen is the distance covered over the last
+  0.2 s, whatever the last sub-step's velocity: a token whose two sub-steps ran 9 and 11
+  m/s reads 10 m/s (the velocity mode reads 11), and the acceleration compares two
+  such windows."""
+  config = obs_lib.ObservationConfig(token_speed_steps=2, motion_lag_steps=2)
+  traj = scene.sim_trajectory
+  # Agent 0 (10 m/s in the log): the last sub-step covers 1.1 m at 11 m/s, the one before
+  # 0.9 m, so the mean over the token stays 10 m/s.
+  x = traj.x.at[0, NOW - 1].add(-0.1)
+  state = scene.replace(sim_trajectory=traj.replace(x=x, vel_x=traj.vel_x.at[0, NOW].set(11.0)))
+  token, _ = _observe(state, config)
+  velocity, _ = _observe(state, obs_lib.ObservationConfig(motion_lag_steps=2))
+  scale = config.speed_scale
+  assert float(token.ego[0, 0]) * scale == pytest.approx(10.0, abs=1e-4)
+  assert float(velocity.ego[0, 0]) * scale == pytest.approx(11.0, abs=1e-4)
+  # Steady over both windows: no acceleration (the velocity mode sees +1 m/s).
+  assert float(token.ego[0, obs_lib.EGO_DIM + 1]) == pytest.approx(0.0, abs=1e-5)
+  # Agent 5 is not valid now: no speed at all; partners read the same mean speeds.
+  np.testing.assert_allclose(np.asarray(token.ego[5]), 0.0)
+  with pytest.raises(ValueError, match='token_speed_steps'):
+    obs_lib.ObservationConfig(token_speed_steps=-1)
+
+
+def test_reserved_slots_hold_the_nearest_road_edges(scene):
+  """The last num_edge_points road slots are the nearest road-edge points of the
+  prepared set, the others the nearest points of any type."""
+  config = obs_lib.ObservationConfig(num_road_points=8, num_edge_points=3,
+                                     max_prepared_points=512)
+  plain = obs_lib.ObservationConfig(num_road_points=5, max_prepared_points=512)
+  road = _prepare(scene, config)
+  cur = scene.current_sim_trajectory
+  idx, found = obs_lib.observed_road_points(cur.x[:, 0], cur.y[:, 0], road, config)
+  idx5, _ = obs_lib.observed_road_points(cur.x[:, 0], cur.y[:, 0], road, plain)
+  idx, found, idx5 = np.asarray(idx), np.asarray(found), np.asarray(idx5)
+  edge = np.asarray(obs_lib.is_edge_point(road))
+  rx, ry, ok = np.asarray(road.x), np.asarray(road.y), np.asarray(road.valid)
+  for agent in (0, 1, 3):
+    d = np.hypot(rx - float(cur.x[agent, 0]), ry - float(cur.y[agent, 0]))
+    nearest_edges = np.sort(np.where(edge, d, np.inf))[:3]
+    np.testing.assert_allclose(np.sort(d[idx[agent, -3:]]), nearest_edges, atol=1e-4)
+    assert edge[idx[agent, -3:]].all() and found[agent].all()
+    np.testing.assert_allclose(np.sort(d[idx[agent, :5]]), np.sort(np.where(ok, d, np.inf))[:5],
+                               atol=1e-4)
+    np.testing.assert_array_equal(np.sort(idx[agent, :5]), np.sort(idx5[agent]))
+  with pytest.raises(ValueError, match='num_edge_points'):
+    obs_lib.ObservationConfig(num_road_points=8, num_edge_points=8)
+
+
+def test_observation_keeps_every_agents_nearest_road_edge_on_a_whole_cpu_map():
+  """On generated cpu scenes, every vehicle position of the log observes a road-edge
+  point within 1 m (the 2 m point spacing) of its nearest road edge on the whole map,
+  whenever that edge is within 8 m."""
+  from experiments.configs import spacer as spacer_configs
+  from spacer_jax.data import generator
+  from spacer_jax.sim.datatypes.roadgraph import is_road_edge
+  config = obs_lib.ObservationConfig(**spacer_configs.get_config('cpu').obs)
+  gen = generator.GeneratorConfig(num_objects=32, num_roadgraph_points=6000)
+  checked = 0
+  for seed in (20_000_000, 20_000_001, 20_000_002):
+    state = generator.generate_scenario(seed, gen)
+    road = _prepare(state, config)
+    edges = np.asarray(state.roadgraph_points.valid & is_road_edge(
+        state.roadgraph_points.types))
+    ex, ey = (np.asarray(state.roadgraph_points.x)[edges],
+              np.asarray(state.roadgraph_points.y)[edges])
+    # The whole map is prepared: every road-edge point is within spacing of a kept one.
+    assert int(np.sum(np.asarray(road.valid))) < config.max_prepared_points
+    log = state.log_trajectory
+    vehicle = np.asarray(state.object_metadata.object_types) == 1
+    for t in range(0, 91, 15):
+      x, y = np.asarray(log.x[:, t]), np.asarray(log.y[:, t])
+      ok = np.asarray(log.valid[:, t]) & vehicle
+      idx, found = jax.jit(obs_lib.observed_road_points, static_argnums=3)(
+          log.x[:, t], log.y[:, t], road, config)
+      idx, found = np.asarray(idx), np.asarray(found)
+      kept_edge = found & np.asarray(obs_lib.is_edge_point(road))[idx]
+      rx, ry = np.asarray(road.x)[idx], np.asarray(road.y)[idx]
+      d_seen = np.where(kept_edge, np.hypot(rx - x[:, None], ry - y[:, None]), np.inf).min(-1)
+      d_map = np.hypot(ex[None] - x[:, None], ey[None] - y[:, None]).min(-1)
+      near = ok & (d_map <= 8.0)
+      checked += int(near.sum())
+      assert np.all(d_seen[near] <= d_map[near] + 1.0), (seed, t)
+  assert checked > 100

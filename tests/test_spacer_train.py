@@ -103,7 +103,10 @@ def test_episode_shapes_and_anchor_alignment(setup):
   np.testing.assert_allclose(np.exp(np.asarray(sharp)).sum(-1), 1.0, atol=1e-4)
   np.testing.assert_allclose(np.asarray(sharp),
                              np.asarray(jax.nn.log_softmax(2.0 * lp, -1)), atol=1e-4)
-  entropy = lambda x: -(np.exp(x) * x).sum(-1).mean()
+  # The anchor is restricted to each agent's feasible tokens (the others: -inf).
+  assert np.all(np.isneginf(np.asarray(lp))[~np.asarray(episode.obs.feasible)])
+  entropy = lambda x: -np.where(np.isfinite(x), np.exp(x) * np.nan_to_num(x), 0.0).sum(
+      -1).mean()
   assert entropy(np.asarray(sharp)) < entropy(np.asarray(lp))
   with pytest.raises(ValueError, match='temperature'):
     train_lib.Anchor('policy', temperature=0.5)

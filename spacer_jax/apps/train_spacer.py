@@ -419,6 +419,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   refresh = config.data.refresh_every
   pool, pool_id = None, None
   last: dict[str, float] = {}
+  if iteration == 0 and config.train.eval_every:
+    # The starting policy (random or behaviour-cloned) is the first point of the
+    # validation curve, and the best state until training beats it.
+    val = validate(parallel.to_host(state.params))
+    logger.write(0, val, prefix='val/', echo=False)
+    best.offer(0, state, val)
+    say(f'  WOSAC val of the starting policy: meta {val["meta"]:.4f} | collision '
+        f'{val["collision"]:.3f} | off-road excl. log {val["offroad_excl_log"]:.3f} | '
+        f'minADE {val["min_ade"]:.2f}')
   run_start = time.perf_counter()
   final = False
   while iteration < max_iters and not final:

@@ -53,6 +53,10 @@ def bc_loss(policy: LateFusionPolicy, params: Any, obs, tokens: jax.Array,
             valid: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Masked token cross-entropy and top-1 accuracy of the policy on expert tokens."""
   logits, _ = policy.apply(params, obs)
+  if obs.feasible is not None:
+    # An expert token outside the speed-change bound (the bound holds every transition
+    # of 500 generated logs, so this is rare) cannot be imitated: leave it out.
+    valid = valid & jnp.take_along_axis(obs.feasible, tokens[..., None], axis=-1)[..., 0]
   log_p = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_p, tokens[..., None], axis=-1)[..., 0]
   n = jnp.maximum(jnp.sum(valid), 1)

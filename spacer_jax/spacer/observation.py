@@ -27,6 +27,7 @@ into a small separate set. Each step then ranks only the prepared set.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +51,7 @@ from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
 # 0 vehicle (also UNSET, OTHER), 1 pedestrian, 2 cyclist.
 
 NUM_ROAD_TYPES = 7  # lane, bike lane, road line, road edge, stop sign, crosswalk, bump.
+ROAD_EDGE_CLASS = 3  # Its index in that one-hot (road_type_class).
 NUM_LIGHT_STATES = 4  # none / unknown, stop, caution, go.
 EGO_DIM = 8 + NUM_AGENT_TYPES + NUM_LIGHT_STATES + 1
 # Ego motion over the last ``motion_lag_steps`` (when on): history available, longitudinal
@@ -93,6 +95,22 @@ class ObservationConfig:
     motion_lag_steps: simulator steps back to the pose the ego's motion features
       (acceleration, yaw rate; :data:`MOTION_DIM`) are measured from; 2 = the last 0.2 s
       token. 0 = no motion features (runs from before the field).
+    num_edge_points: of the ``num_road_points``, this many are the nearest road-edge
+      points (the others the nearest of any type), so a road edge within reach is never
+      crowded out by the lanes and lines around the agent. 0 = nearest of any type only
+      (runs from before the field).
+    token_speed_steps: speeds (ego and partners) are mean speeds over the last this
+      many simulated steps, from positions, and the acceleration feature the change
+      between two such windows: with tokens of S steps and this = S, the speed seen
+      after the log's history and after executed tokens is measured alike (a token's
+      sub-steps differ in speed by about 1 m/s). Falls back to the velocity where the
+      earlier pose is unknown. 0 = the last sub-step's velocity (runs from before the
+      field).
+    feasible_actions: ``SelfPlay.observe`` adds each agent's feasible next tokens
+      (``PolicyObservation.feasible``, ``tokens.feasibility``: within its type's
+      speed-change bound of its last token's speed) and the policy networks restrict
+      their logits to them, so acting, PPO ratios, entropy and the KL all see the same
+      distribution. False (runs from before the field) = every token allowed.
   """
 
   max_partners: int = 63
@@ -109,6 +127,9 @@ class ObservationConfig:
   goal_scale: float = 100.0
   goal_dropout: float = 0.0
   motion_lag_steps: int = 0
+  num_edge_points: int = 0
+  token_speed_steps: int = 0
+  feasible_actions: bool = False
 
   @property
   def ego_dim(self) -> int:
@@ -124,9 +145,14 @@ class ObservationConfig:
                  'size_scale', 'road_scale', 'goal_scale'):
       if not getattr(self, name) > 0:
         raise ValueError(f'ObservationConfig.{name} must be > 0, got {getattr(self, name)}.')
-    if self.motion_lag_steps < 0:
-      raise ValueError(f'ObservationConfig.motion_lag_steps must be >= 0, got '
-                       f'{self.motion_lag_steps}.')
+    for name in ('motion_lag_steps', 'token_speed_steps', 'num_edge_points'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'ObservationConfig.{name} must be >= 0, got '
+                         f'{getattr(self, name)}.')
+    if self.num_edge_points >= self.num_road_points:
+      raise ValueError(f'ObservationConfig.num_edge_points={self.num_edge_points} must be '
+                       f'below num_road_points={self.num_road_points} (the rest are the '
+                       'nearest points of any type).')
     if not 0.0 <= self.goal_dropout <= 1.0:
       raise ValueError(f'ObservationConfig.goal_dropout must be in [0, 1], got '
                        f'{self.goal_dropout}.')
@@ -193,6 +219,8 @@ class PolicyObservation:
     road_mask: ``(..., N, K_r)`` bool.
     type_index: ``(..., N)`` int32 in {0, 1, 2} (vehicle, pedestrian, cyclist).
     valid: ``(..., N)`` bool: the slot is an agent to act for (mask and present).
+    feasible: ``(..., N, K)`` bool, the tokens each agent may take next (set by
+      ``SelfPlay.observe`` with ``ObservationConfig.feasible_actions``), or None (all).
   """
 
   ego: jax.Array
@@ -202,6 +230,7 @@ class PolicyObservation:
   road_mask: jax.Array
   type_index: jax.Array
   valid: jax.Array
+  feasible: Optional[jax.Array] = None
 
 
 def road_type_class(types: jax.Array) -> jax.Array:
@@ -383,11 +412,36 @@ def _partners(x, y, yaw, c, s, speed_f, size_f, type_onehot, valid,
   return jnp.where(mask[..., None], feats, 0.0), mask
 
 
-def _road(x, y, c, s, ego_ok, road: RoadPointSet, config: ObservationConfig):
-  """The nearest prepared road points ``(N, K_r, R)`` and mask for one scenario."""
+def observed_road_points(x: jax.Array, y: jax.Array, road: RoadPointSet,
+                         config: ObservationConfig) -> tuple[jax.Array, jax.Array]:
+  """Which prepared road points agents at ``x, y`` ``(N,)`` (m, one scenario) observe.
+
+  The ``num_road_points - num_edge_points`` nearest of any type, then the
+  ``num_edge_points`` nearest road-edge points. Returns ``(index (N, K_r) int32 into
+  the road set, found (N, K_r) bool)``.
+  """
   d2 = (road.x[None] - x[:, None]) ** 2 + (road.y[None] - y[:, None]) ** 2  # (N, M)
   d2 = jnp.where(road.valid[None], d2, jnp.inf)
-  idx, found = _top_nearest(d2, min(config.num_road_points, road.num_points))
+  k = min(config.num_road_points, road.num_points)
+  e = min(config.num_edge_points, k - 1)
+  idx, found = _top_nearest(d2, k - e)
+  if e:
+    # Reserved slots: the nearest road-edge points, whatever crowds the agent's view.
+    edge = is_edge_point(road)
+    edge_idx, edge_found = _top_nearest(jnp.where(edge[None], d2, jnp.inf), e)
+    idx = jnp.concatenate([idx, edge_idx], axis=-1)
+    found = jnp.concatenate([found, edge_found], axis=-1)
+  return idx, found
+
+
+def is_edge_point(road: RoadPointSet) -> jax.Array:
+  """``(..., M)`` bool: the prepared points that lie on road edges."""
+  return road.valid & (road.static_features[..., 1 + ROAD_EDGE_CLASS] > 0.5)
+
+
+def _road(x, y, c, s, ego_ok, road: RoadPointSet, config: ObservationConfig):
+  """The nearest prepared road points ``(N, K_r, R)`` and mask for one scenario."""
+  idx, found = observed_road_points(x, y, road, config)
   mask = found & ego_ok[:, None]
   gx, gy = road.x[idx] - x[:, None], road.y[idx] - y[:, None]
   dx, dy = road.dir_x[idx], road.dir_y[idx]
@@ -507,7 +561,7 @@ def build_observation(state: SimulatorState, agent_mask: jax.Array, goal: jax.Ar
                      f'expected {batch} (the state batch shape).')
   cur = state.current_sim_trajectory
   size = jnp.stack([cur.length[..., 0], cur.width[..., 0]], -1)
-  speed = jnp.sqrt(cur.vel_x[..., 0] ** 2 + cur.vel_y[..., 0] ** 2)
+  speed = _speed(state, 0, config.token_speed_steps)
   tl = state.current_traffic_light
   motion = _ego_motion(state, speed, config)
   fn = lambda *args: _observe_single(*args, config)
@@ -516,6 +570,22 @@ def build_observation(state: SimulatorState, agent_mask: jax.Array, goal: jax.Ar
       state.object_metadata.object_types, cur.valid[..., 0], agent_mask, goal, collided,
       offroad, goal_visible, tl.x[..., 0], tl.y[..., 0], tl.state[..., 0],
       tl.lane_ids[..., 0], tl.valid[..., 0], motion, road)
+
+
+def _speed(state: SimulatorState, back: int, window: int) -> jax.Array:
+  """``(..., N)`` speed, m/s, ``back`` steps before ``state.timestep``: the mean over the
+  ``window`` steps up to then (from positions), or, with ``window`` 0 or where the pose
+  ``window`` steps earlier is unknown, the velocity's norm there."""
+  t = jnp.asarray(state.timestep)
+  end = slice_time(state.sim_trajectory, jnp.maximum(t - back, 0), 1)
+  velocity = jnp.sqrt(end.vel_x[..., 0] ** 2 + end.vel_y[..., 0] ** 2)
+  if not window:
+    return velocity
+  start = slice_time(state.sim_trajectory, jnp.maximum(t - back - window, 0), 1)
+  known = start.valid[..., 0] & end.valid[..., 0] & (t - back - window >= 0)[..., None]
+  mean = jnp.hypot(end.x[..., 0] - start.x[..., 0],
+                   end.y[..., 0] - start.y[..., 0]) / (window * TIMESTEP_SECONDS)
+  return jnp.where(known, mean, velocity)
 
 
 def _ego_motion(state: SimulatorState, speed: jax.Array, config: ObservationConfig
@@ -532,7 +602,7 @@ def _ego_motion(state: SimulatorState, speed: jax.Array, config: ObservationConf
   prev = slice_time(state.sim_trajectory, jnp.maximum(before, 0), 1)
   known = prev.valid[..., 0] & cur.valid[..., 0] & (before >= 0)[..., None]
   dt = lag * TIMESTEP_SECONDS
-  prev_speed = jnp.sqrt(prev.vel_x[..., 0] ** 2 + prev.vel_y[..., 0] ** 2)
+  prev_speed = _speed(state, lag, config.token_speed_steps)
   turn = cur.yaw[..., 0] - prev.yaw[..., 0]
   dyaw = jnp.arctan2(jnp.sin(turn), jnp.cos(turn))  # Wrapped to (-pi, pi].
   feats = jnp.stack([jnp.ones_like(speed),

@@ -92,8 +92,24 @@ class LateFusionPolicy(nn.Module):
     logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
     type_index = jnp.clip(obs.type_index, 0, t - 1)
     logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
+    logits = restrict_logits(logits, obs)
     values = nn.Dense(1, name='critic')(h)[..., 0]
     return logits, values
+
+
+# Logit of a token an agent cannot take: finite, so that 0 * logit stays 0 in the
+# entropy and KL sums, and far enough below any real logit that its probability is 0.
+INFEASIBLE_LOGIT = -1e9
+
+
+def restrict_logits(logits: jax.Array, obs: PolicyObservation) -> jax.Array:
+  """``logits (..., N, K)`` with the tokens outside ``obs.feasible`` at
+  :data:`INFEASIBLE_LOGIT` (unchanged when ``obs.feasible`` is None). Every policy
+  network applies it to its output, so acting, the PPO ratio, the entropy and the KL
+  see one distribution."""
+  if obs.feasible is None:
+    return logits
+  return jnp.where(obs.feasible, logits, INFEASIBLE_LOGIT)
 
 
 def init_policy(rng: jax.Array, module: LateFusionPolicy, obs: PolicyObservation):
@@ -117,7 +133,8 @@ _NETWORKS: Registry[type[nn.Module]] = Registry('policy network')
 
 def register_policy_network(name: str, network: type[nn.Module],
                             overwrite: bool = False) -> type[nn.Module]:
-  """Makes ``--config.policy.network=name`` build ``network``."""
+  """Makes ``--config.policy.network=name`` build ``network``. Its output logits must go
+  through :func:`restrict_logits` (feasible actions), as ``LateFusionPolicy``'s do."""
   return _NETWORKS.register(name, network, overwrite)
 
 

@@ -32,6 +32,7 @@ from spacer_jax.spacer import rewards as rew
 from spacer_jax.spacer.acting import SAMPLE, Decoding, make_policy_fn
 from spacer_jax.spacer.observation import ObservationConfig, PolicyObservation, RoadPointSet
 from spacer_jax.spacer.policy import LateFusionPolicy
+from spacer_jax.tokens.feasibility import feasible_next_tokens
 from spacer_jax.tokens.token_env import TokenEnvironment
 from spacer_jax.tokens.tokenize import Tokenized, tokenize
 
@@ -182,8 +183,11 @@ class SelfPlay:
     # events (WOSAC episodes) and evaluation (eval.sim_agent_policies.LearnedPolicy)
     # tracks no events, so a policy must not learn to rely on them.
     no_event = jnp.zeros_like(status.alive)
-    return obs_lib.build_observation(state, status.alive, worlds.goal, no_event, no_event,
-                                     goal_visible, worlds.road, self.obs_config)
+    obs = obs_lib.build_observation(state, status.alive, worlds.goal, no_event, no_event,
+                                    goal_visible, worlds.road, self.obs_config)
+    if self.obs_config.feasible_actions:
+      obs = obs.replace(feasible=feasible_next_tokens(self.token_env.vocab, state))
+    return obs
 
   def rollout(self, params: Any, worlds: Worlds, rng: jax.Array,
               decoding: Decoding = SAMPLE) -> Episode:

@@ -47,10 +47,11 @@ from spacer_jax.models import ReferenceConfig, build_reference_inputs, reference
 from spacer_jax.parallel.mesh import DATA_AXIS, check_divisible, constrain
 from spacer_jax.spacer.acting import SAMPLE, Decoding
 from spacer_jax.spacer.gae import compute_gae
-from spacer_jax.spacer.losses import LossConfig, PPOBatch
+from spacer_jax.spacer.losses import LossConfig, PPOBatch, entropy
 from spacer_jax.spacer.minibatch import make_minibatch_gradient, minibatch_indices
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import TIME_MAJOR_FIELDS, Episode, SelfPlay, Worlds
+from spacer_jax.tokens.feasibility import restrict_log_probs
 
 ANCHORS = ('none', 'reference', 'policy')
 
@@ -221,8 +222,9 @@ def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
   """The anchor's log-distribution over tokens at every agent-step, ``(T, W, N, K)``.
 
   For the reference model this is ONE teacher-forced pass over the executed episode:
-  the output at position ``H - 1 + t`` is the distribution of the token of step ``t``.
-  None for the ``'none'`` anchor.
+  the output at position ``H - 1 + t`` is the distribution of the token of step ``t``,
+  restricted to the agent's feasible tokens when the observations carry them. None for
+  the ``'none'`` anchor.
   """
   if anchor.kind == 'none':
     return None
@@ -236,7 +238,12 @@ def anchor_log_probs(selfplay: SelfPlay, anchor: Anchor, anchor_params: Any,
   if anchor.temperature != 1.0:
     log_probs = jax.nn.log_softmax(log_probs / anchor.temperature, axis=-1)
   h, t = selfplay.history_tokens, selfplay.num_steps
-  return jnp.moveaxis(log_probs[..., h - 1:h - 1 + t, :], -2, 0)
+  log_probs = jnp.moveaxis(log_probs[..., h - 1:h - 1 + t, :], -2, 0)
+  if episode.obs.feasible is not None:
+    # The anchor over the tokens the policy may take (renormalised), so the KL and the
+    # likelihood reward compare distributions over the same feasible set.
+    log_probs = restrict_log_probs(log_probs, episode.obs.feasible)
+  return log_probs
 
 
 def _world_major(tree: Any) -> Any:
@@ -445,7 +452,7 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
         metrics['anchor_log_likelihood'] = _safe_ratio(jnp.sum(taken), n_acted)
         # The anchor's own entropy per acted agent-step, to read the policy's
         # ``entropy`` against: a policy far above it is being flattened by the KL.
-        anchor_entropy = -jnp.sum(jnp.exp(anchor_lp) * anchor_lp, axis=-1)
+        anchor_entropy = entropy(anchor_lp)  # -inf (infeasible) tokens count 0.
         metrics['anchor_entropy'] = _safe_ratio(
             jnp.sum(jnp.where(acted, anchor_entropy, 0.0)), n_acted)
         if anchor.kind == 'reference':

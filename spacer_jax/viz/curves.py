@@ -45,7 +45,9 @@ def read_metrics(workdir: str) -> list[dict[str, float]]:
 
 def _series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
   """``(agent_steps, values)`` of ``key``; eval rows take the agent-steps of their step."""
-  steps_at = {r['step']: r['total_agent_steps'] for r in rows if 'total_agent_steps' in r}
+  # Step 0 (the starting policy's validation) comes before any agent-step.
+  steps_at = {0: 0.0, **{r['step']: r['total_agent_steps'] for r in rows
+                         if 'total_agent_steps' in r}}
   xs, ys = [], []
   for r in rows:
     if key in r and r['step'] in steps_at:
