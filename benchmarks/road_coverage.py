@@ -15,11 +15,11 @@ any type) and as it is now.
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing_utils import report_json
 
 from experiments.configs import spacer as spacer_configs
 from spacer_jax.data import generator
@@ -90,10 +90,7 @@ def main() -> None:
          for name, cfg in (('before (512 prepared, nearest of any type)', before),
                            ('whole map, nearest of any type', whole_map_only),
                            ('now (cpu config)', now))}
-  print(json.dumps(out, indent=2))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=2)
+  report_json(out, args.json)
 
 
 if __name__ == '__main__':

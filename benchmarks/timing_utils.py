@@ -29,3 +29,12 @@ def tile_batch(tree: Any, batch: int) -> Any:
   distinct scenes, and generating them is host-side (~0.1 s per 20000-point scene)."""
   index = jnp.arange(batch) % jax.tree.leaves(tree)[0].shape[0]
   return jax.tree.map(lambda a: jnp.take(jnp.asarray(a), index, axis=0), tree)
+
+
+def report_json(result: Any, path: str = '') -> None:
+  """Prints ``result`` as indented JSON and, with ``path``, writes it there too."""
+  import json
+  print(json.dumps(result, indent=2))
+  if path:
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=2)

@@ -14,10 +14,10 @@ one token the logs hold. Also the share of expert transitions the current
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import numpy as np
+from timing_utils import report_json
 
 from spacer_jax.data import generator
 from spacer_jax.models.default_vocabulary import get_or_build_default_vocabulary
@@ -82,10 +82,7 @@ def main() -> None:
   parser.add_argument('--json', default='')
   args = parser.parse_args()
   result = measure(args.scenes, args.first_seed)
-  print(json.dumps(result, indent=2))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(result, f, indent=2)
+  report_json(result, args.json)
 
 
 if __name__ == '__main__':

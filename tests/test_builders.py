@@ -56,3 +56,35 @@ def test_velocity_defaults_to_finite_differences():
                                          np.ones_like(x, bool), [4.0], [2.0])
   np.testing.assert_allclose(traj.vel_x, 5.0, rtol=1e-5)
   np.testing.assert_allclose(traj.height, 1.5)
+
+
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50)), min_size=2, max_size=8),
+       st.floats(0.2, 3.0))
+def test_subdivision_keeps_every_vertex_and_the_geometry(points, spacing):
+  pts = np.array(points)
+  out = builders.subdivide_polyline(pts, spacing)
+  # Every recorded vertex, in order, at its own place: vertex k follows the points
+  # that the segments before it were split into.
+  pieces = np.maximum(np.ceil(np.linalg.norm(np.diff(pts, axis=0), axis=1) / spacing
+                              - 1e-9), 1).astype(int)
+  idx = np.concatenate([[0], np.cumsum(pieces)])
+  assert idx[-1] == len(out) - 1
+  np.testing.assert_allclose(out[idx, :2], pts, atol=1e-9)
+  # No segment longer than the spacing; inserted points on their segment's line.
+  seg = np.linalg.norm(np.diff(out[:, :2], axis=0), axis=1)
+  assert np.all(seg <= spacing + 1e-9)
+  for k in range(len(pts) - 1):
+    a, b = pts[k], pts[k + 1]
+    for q in out[idx[k]:idx[k + 1] + 1, :2]:
+      cross = (b[0] - a[0]) * (q[1] - a[1]) - (b[1] - a[1]) * (q[0] - a[0])
+      assert abs(cross) < 1e-6 * max(1.0, np.linalg.norm(b - a) ** 2)
+
+
+def test_subdivision_keeps_corners_that_resampling_cuts():
+  corner = np.array([[0.0, 0.0], [10.13, 0.0], [10.13, 7.77]])
+  sub = builders.subdivide_polyline(corner, 0.5)
+  res = builders.resample_polyline(corner, 0.5)
+  dist = lambda pts: np.min(np.linalg.norm(pts[:, :2] - [10.13, 0.0], axis=1))
+  assert dist(sub) == 0.0 and dist(res) > 0.05
+  with pytest.raises(ValueError, match='max_spacing'):
+    builders.subdivide_polyline(corner, 0.0)

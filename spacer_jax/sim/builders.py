@@ -59,6 +59,33 @@ def resample_polyline(xyz: np.ndarray, spacing: float = 0.5) -> np.ndarray:
   return np.stack([np.interp(s, arc, xyz[:, i]) for i in range(3)], axis=1)
 
 
+def subdivide_polyline(xyz: np.ndarray, max_spacing: float = 0.5) -> np.ndarray:
+  """A polyline ``(P, 2|3)`` with points inserted on its own segments so that no segment
+  is longer than ``max_spacing`` metres (planar length).
+
+  Unlike :func:`resample_polyline` every recorded vertex is kept, in order, and the
+  inserted points lie on the segment they split (evenly spaced), so the geometry is
+  the recorded one: corners are not cut. Duplicate consecutive vertices are kept.
+  """
+  xyz = np.asarray(xyz, np.float64)
+  if xyz.ndim != 2 or xyz.shape[1] not in (2, 3):
+    raise DataValidationError(f'polyline has shape {xyz.shape}, expected (P, 2|3).')
+  if not max_spacing > 0:
+    raise ValueError(f'max_spacing must be > 0, got {max_spacing}.')
+  if xyz.shape[1] == 2:
+    xyz = np.concatenate([xyz, np.zeros((len(xyz), 1))], axis=1)
+  if len(xyz) < 2:
+    return xyz
+  seg = np.linalg.norm(np.diff(xyz[:, :2], axis=0), axis=1)
+  pieces = np.maximum(np.ceil(seg / max_spacing - 1e-9), 1).astype(int)
+  parts = []
+  for a, b, k in zip(xyz[:-1], xyz[1:], pieces):
+    f = np.arange(k)[:, None] / k
+    parts.append(a + f * (b - a))
+  parts.append(xyz[-1:])
+  return np.concatenate(parts)
+
+
 def roadgraph_from_polylines(polylines: Sequence[Polyline], num_points: int,
                              spacing: float | None = 0.5) -> RoadgraphPoints:
   """Builds padded ``RoadgraphPoints`` ``(num_points,)`` from polylines.
