@@ -38,16 +38,22 @@ class Polyline:
   id: int
 
 
-def resample_polyline(xyz: np.ndarray, spacing: float = 0.5) -> np.ndarray:
-  """Resamples a polyline ``(P, 2|3)`` to points about ``spacing`` metres apart.
-
-  Keeps both end points; a single point is returned unchanged.
-  """
+def _polyline_xyz(xyz: np.ndarray) -> np.ndarray:
+  """``(P, 3)`` float64 of a polyline ``(P, 2|3)`` (z = 0 when absent)."""
   xyz = np.asarray(xyz, np.float64)
   if xyz.ndim != 2 or xyz.shape[1] not in (2, 3):
     raise DataValidationError(f'polyline has shape {xyz.shape}, expected (P, 2|3).')
   if xyz.shape[1] == 2:
     xyz = np.concatenate([xyz, np.zeros((len(xyz), 1))], axis=1)
+  return xyz
+
+
+def resample_polyline(xyz: np.ndarray, spacing: float = 0.5) -> np.ndarray:
+  """Resamples a polyline ``(P, 2|3)`` to points about ``spacing`` metres apart.
+
+  Keeps both end points; a single point is returned unchanged.
+  """
+  xyz = _polyline_xyz(xyz)
   if len(xyz) < 2:
     return xyz
   seg = np.linalg.norm(np.diff(xyz[:, :2], axis=0), axis=1)
@@ -67,13 +73,9 @@ def subdivide_polyline(xyz: np.ndarray, max_spacing: float = 0.5) -> np.ndarray:
   inserted points lie on the segment they split (evenly spaced), so the geometry is
   the recorded one: corners are not cut. Duplicate consecutive vertices are kept.
   """
-  xyz = np.asarray(xyz, np.float64)
-  if xyz.ndim != 2 or xyz.shape[1] not in (2, 3):
-    raise DataValidationError(f'polyline has shape {xyz.shape}, expected (P, 2|3).')
   if not max_spacing > 0:
     raise ValueError(f'max_spacing must be > 0, got {max_spacing}.')
-  if xyz.shape[1] == 2:
-    xyz = np.concatenate([xyz, np.zeros((len(xyz), 1))], axis=1)
+  xyz = _polyline_xyz(xyz)
   if len(xyz) < 2:
     return xyz
   seg = np.linalg.norm(np.diff(xyz[:, :2], axis=0), axis=1)
