@@ -340,6 +340,25 @@ def test_reference_policy_reacts_to_an_ego_override(scenes, reference):
   np.testing.assert_array_equal(ta[:, 0], tb[:, 0])
 
 
+def test_non_reactive_reference_never_sees_the_ego(scenes, reference):
+  """reactive=False feeds the model the SDC's logged motion: whatever the planner does,
+  the other objects take the same tokens (they may drive into the ego)."""
+  config, params, token_env, policy, _ = reference
+  blind = dataclasses.replace(policy, reactive=False)
+  assert blind != policy and hash(blind) != hash(policy)
+  run = closed_loop_fn(blind, env=BARE, vocab=VOCAB, num_steps=STEPS, ego=_SwitchEgo(),
+                       jit_options=FAST)
+  moving = run(params, scenes, jax.random.key(3), jnp.asarray(False))
+  still = run(params, scenes, jax.random.key(3), jnp.asarray(True))
+  sdc = np.asarray(scenes.object_metadata.is_sdc)
+  a = _np(moving.final_state.sim_trajectory)
+  b = _np(still.final_state.sim_trajectory)
+  assert not np.allclose(a.x[sdc][:, 11:11 + 2 * STEPS], b.x[sdc][:, 11:11 + 2 * STEPS])
+  others = ~sdc & a.valid[..., 10]
+  np.testing.assert_array_equal(_executed_tokens(moving.final_state, STEPS)[others],
+                                _executed_tokens(still.final_state, STEPS)[others])
+
+
 def test_reference_policy_checks(reference, scenes):
   config, params, token_env, _, _ = reference
   policy = policies.ReferencePolicy(config, VOCAB, token_env, max_steps=4)

@@ -99,9 +99,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.planners.num_idm = 10
   c.planners.num_frenet = 3
   c.planners.learned_egos = True  # Every learned checkpoint also drives the ego.
-  # Sim-agent modes: 'log_replay', 'reference' (the first reference policy) and every
-  # learned checkpoint.
-  c.planners.modes = 'log_replay,reference,learned'
+  # Sim-agent modes: 'log_replay', 'reference_nonreactive' (the first reference policy
+  # fed the ego's logged motion, never its executed one), 'reference' (the same policy,
+  # reactive) and every learned checkpoint ('learned').
+  c.planners.modes = 'log_replay,reference_nonreactive,reference,learned'
 
   c.mesh = ml_collections.ConfigDict()
   # Devices of this process the realism rollouts are split over (0 = all); the

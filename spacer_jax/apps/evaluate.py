@@ -333,6 +333,11 @@ def render_videos(entry: PolicyEntry, scenes: SimulatorState,
   return paths
 
 
+# Planner-study mode of the first reference policy made non-reactive (ReferencePolicy
+# with reactive=False: it never sees the ego's executed motion).
+NON_REACTIVE = 'reference_nonreactive'
+
+
 def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
                   config: ml_collections.ConfigDict) -> Optional[Any]:
   """Planners (IDM grid, Frenet family, learned egos) x sim-agent modes."""
@@ -345,6 +350,12 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
   for mode in wanted:
     if mode == 'learned':
       modes.update({e.label: (e.policy, e.params) for e in learned})
+    elif mode == NON_REACTIVE:
+      # The paper's non-reactive imitation agents: the reference fed the ego's log.
+      match = [e for e in entries if e.kind == 'reference']
+      if match:
+        modes[mode] = (dataclasses.replace(match[0].policy, reactive=False),
+                       match[0].params)
     else:
       match = [e for e in entries if e.label == mode or e.kind == mode]
       if match:

@@ -235,6 +235,10 @@ class ReferencePolicy(SimAgentPolicy):
       token's speed, and an object whose last history token is missing starts with
       the token nearest to continuing its current motion instead of a draw from a
       near-uniform first distribution. False decodes the model as it is.
+    reactive: False makes the non-reactive imitation agents of the planner study: the
+      model is fed the SDC's LOGGED motion (tokens and boundary poses) whatever the
+      ego planner executes, so the other objects never see the ego's actual motion
+      (they may drive into it). Objects other than the SDC are fed what they did.
 
   Equality and hash (the policy is a static argument of compiled runners and the key
   of their caches) cover everything the compiled program depends on: the model config,
@@ -251,6 +255,7 @@ class ReferencePolicy(SimAgentPolicy):
   temperature: float = 1.0
   max_steps: int = 40
   feasible: bool = True
+  reactive: bool = True
 
   def __post_init__(self):
     if self.temperature <= 0:
@@ -270,7 +275,7 @@ class ReferencePolicy(SimAgentPolicy):
     # vocabularies reads them back from the device.
     return (self.config, vocabulary_key(self.vocab), self.token_env.env,
             vocabulary_key(self.token_env.vocab), self.top_k, self.temperature,
-            self.max_steps, self.feasible)
+            self.max_steps, self.feasible, self.reactive)
 
   def __eq__(self, other):
     if other.__class__ is not self.__class__:
@@ -345,6 +350,17 @@ class ReferencePolicy(SimAgentPolicy):
     s = self.vocab.steps_per_token
     before, after = prev_state.current_sim_trajectory, state.current_sim_trajectory
     executed = slice_time(state.sim_trajectory, prev_state.timestep + 1, s)
+    if not self.reactive:
+      # The SDC as the log has it: what the model sees of the ego never depends on
+      # the planner.
+      sdc = state.object_metadata.is_sdc
+      pick = lambda sim, log: jax.tree.map(
+          lambda a, b: jnp.where(sdc.reshape(sdc.shape + (1,) * (a.ndim - sdc.ndim)), b, a),
+          sim, log)
+      log = state.log_trajectory
+      executed = pick(executed, slice_time(log, prev_state.timestep + 1, s))
+      before = pick(before, slice_time(log, prev_state.timestep, 1))
+      after = pick(after, slice_time(log, state.timestep, 1))
     target = jnp.stack([executed.x, executed.y, executed.yaw], -1)  # (..., N, S, 3)
     start = _pose(before)
     valid = before.valid[..., 0] & after.valid[..., 0]
