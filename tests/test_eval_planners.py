@@ -233,6 +233,20 @@ def test_frenet_avoids_a_static_obstacle():
   assert ego.speed[1, -1] < ego.speed[1, 0]
 
 
+def test_frenet_stops_at_a_red_light_from_35_mps():
+  """Stops are checked along the route at every sample (swept): even the assertive
+  member at 35 m/s, 7 m per decision, stops before the red light's stop line."""
+  road = np.stack([np.linspace(-20, 420, 260), np.zeros(260)], 1)
+  fast = _scene([(35.0 * TIME, 0.0 * TIME, 0.0 * TIME)], road, red_light=(180.0, 0.0))
+  faster = _scene([(38.0 * TIME, 0.0 * TIME, 0.0 * TIME)], road, red_light=(200.0, 0.0))
+  planner, params = planners.frenet_planner_family()['assertive']
+  ego = _sdc(_rollout(planner, params, _batch(fast, faster)))
+  front = ego.x + 2.25
+  assert front[0].max() <= 180.0 + 0.5 and front[1].max() <= 200.0 + 0.5
+  assert ego.speed[:, -1].max() < 3.0  # Nearly stopped at 8 s, short of the line.
+  assert ego.x[0, 1] > 35.0  # It was driving at speed to begin with.
+
+
 def test_frenet_family_and_candidates():
   family = planners.frenet_planner_family()
   assert list(family) == ['cautious', 'nominal', 'assertive']

@@ -122,10 +122,6 @@ class _Candidates:
   lateral_length: jax.Array
 
 
-_WALL_DEPTH = 1.0  # metres along the route of a stop "wall" (Frenet planner)
-_WALL_WIDTH = 14.0  # metres across: blocks every lateral offset candidate
-
-
 @dataclasses.dataclass(frozen=True)
 class FrenetPlanner(EgoPlanner):
   """Sampling planner in the route's Frenet frame (s along the route, d to its left).
@@ -151,7 +147,8 @@ class FrenetPlanner(EgoPlanner):
   edge (every ``offroad_every``-th sample), mean squared offset from the route,
   acceleration, lateral acceleration over ``lateral_accel_limit``, change of target
   offset since the last plan, minus progress. Stops (:class:`StopRules`: the end of the
-  route, red lights) are standing walls across the road at the stop line. The cheapest
+  route, red lights) count as obstacles at the stop line, measured along the route from
+  the front bumper at every sample (swept: no speed passes one). The cheapest
   candidate's first ``S`` sub-steps are driven; the planner replans every decision step.
 
   Attributes:
@@ -336,15 +333,6 @@ class FrenetPlanner(EgoPlanner):
                                 speed[..., num_sub:], sigma[..., num_sub:], d[..., num_sub:])
 
     (x, y, oyaw, vx, vy, length, width), others = other_objects(state)
-    # Stops (route end, red lights) are standing walls across the road at the stop line.
-    stop_arc, stop_on = self.stop_rules.stops(state, route, c.s0, ego)
-    wall_xy, wall_yaw = route_pose(route, (stop_arc + 0.5 * _WALL_DEPTH)[..., None, :])
-    wall = (wall_xy[..., 0, :, 0], wall_xy[..., 0, :, 1], wall_yaw[..., 0, :],
-            jnp.zeros_like(stop_arc), jnp.zeros_like(stop_arc),
-            jnp.full_like(stop_arc, _WALL_DEPTH), jnp.full_like(stop_arc, _WALL_WIDTH))
-    x, y, oyaw, vx, vy, length, width = (jnp.concatenate([a, b], -1) for a, b in zip(
-        (x, y, oyaw, vx, vy, length, width), wall))
-    others = jnp.concatenate([others, stop_on], -1)
     pred = lambda p, v: p[..., None, :] + v[..., None, :] * t[:, None]  # (..., K, N)
     ox, oy = pred(x, vx), pred(y, vy)
     ego_dims = lambda a: a[..., None, None]  # (..., 1) -> (..., 1, 1, 1)
@@ -354,6 +342,15 @@ class FrenetPlanner(EgoPlanner):
         ox[..., None, :, :], oy[..., None, :, :], length[..., None, None, :],
         width[..., None, None, :], oyaw[..., None, None, :])  # (..., C, K, N)
     dist = jnp.min(jnp.where(others[..., None, None, :], dist, jnp.inf), axis=-1)
+    # Stops (route end, red lights) are measured along the route: the gap from the front
+    # bumper to each active stop arc. The travelled arc never decreases, so a sample
+    # after the stop line still sees a negative gap: no speed can jump a stop between
+    # two samples (a 1 m wall checked every 0.2 s could be passed above 5 m/s).
+    stop_arc, stop_on = self.stop_rules.stops(state, route, c.s0, ego)
+    front = c.s0[..., None] + sigma + 0.5 * ego.length[..., None]  # (..., C, K)
+    gap = jnp.where(stop_on[..., None, None, :],
+                    stop_arc[..., None, None, :] - front[..., None], jnp.inf)
+    dist = jnp.minimum(dist, jnp.min(gap, axis=-1))
     hit = dist < params.safety_margin
     urgency = 1.0 - 0.5 * t / self.horizon
     collision = jnp.max(jnp.where(hit, urgency, 0.0), axis=-1)
