@@ -383,6 +383,40 @@ def test_first_contacts_finds_the_first_overlap_and_the_fault():
   assert not bool(c.row_at_fault[1, 0]) and bool(c.other_at_fault[1, 0])
 
 
+def _cut_in_tracks(t=45, swerving_ego=False):
+  """Object 0 (the ego) at 10 m/s along y = 0; object 1 at 8 m/s, 12 m ahead in the next
+  lane (y = 3.5), moves into the ego's lane over steps 25-33: the ego's front then hits
+  its rear. With ``swerving_ego`` object 1 instead stays parked in the next lane and the
+  ego steers into it (no cut-in: the ego is at fault)."""
+  s = np.arange(t)
+  ego_x, ego_y = 10.0 * s * 0.1, np.zeros(t)
+  other_x, other_y = 12.0 + 8.0 * s * 0.1, 3.5 * (1 - np.clip((s - 25) / 8, 0, 1))
+  if swerving_ego:
+    other_x, other_y = np.full(t, 30.0), np.full(t, 3.5)
+    ego_y = 3.5 * np.clip((s - 15) / 10, 0, 1)
+  x, y = np.stack([ego_x, other_x]), np.stack([ego_y, other_y])
+  yaw = np.stack([np.arctan2(np.gradient(y[0]), np.gradient(x[0])), np.zeros(t)])
+  return builders.trajectory_from_arrays(x, y, yaw, np.ones((2, t), bool),
+                                         length=np.full(2, 4.5), width=np.full(2, 2.0))
+
+
+def test_a_cut_in_ahead_puts_the_fault_on_the_cutter():
+  first = jax.jit(pm.first_contacts, static_argnums=(2, 4))
+  c = first(_cut_in_tracks(), jnp.array([0, 1]), 0, None, pm.PDMConfig())
+  assert bool(c.collided[0, 1])
+  # The cutter is at fault, the ego it cut off is not: a false positive for the ego.
+  assert not bool(c.row_at_fault[0, 1]) and bool(c.other_at_fault[0, 1])
+  assert bool(c.row_at_fault[1, 0]) and not bool(c.other_at_fault[1, 0])
+  # Without the cut-in rule the geometry alone blames the ego's front.
+  plain = first(_cut_in_tracks(), jnp.array([0, 1]), 0, None, pm.PDMConfig(cut_in_steps=0))
+  assert bool(plain.row_at_fault[0, 1]) and not bool(plain.other_at_fault[0, 1])
+  # An ego steering into a parked car is no cut-in: the ego stays at fault.
+  swerve = first(_cut_in_tracks(swerving_ego=True), jnp.array([0, 1]), 0, None,
+                 pm.PDMConfig())
+  assert bool(swerve.collided[0, 1])
+  assert bool(swerve.row_at_fault[0, 1]) and not bool(swerve.other_at_fault[0, 1])
+
+
 # -- scores ----------------------------------------------------------------------------
 
 

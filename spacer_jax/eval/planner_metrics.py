@@ -39,8 +39,14 @@ collision, time to collision, off-road, comfort, progress, and an aggregate"):
    car whose front hits the other's side (the struck car moves across the normal);
    parked car hit: the mover; head-on: both; side-swipe: the one drifting sideways.
 
+4. **Cut-in** (:func:`first_contacts`): a party that, within ``cut_in_steps`` (2 s)
+   before the contact, moved sideways by ``cut_in_lateral`` (1 m) or more from outside
+   the other's path into it, ahead of the other, is at fault and the party it cut off
+   is not, whatever 1-3 said (the follower's front hit the cutter's rear).
+
 A **false-positive** collision of the ego: the ego is in a collision in which it is not
-at fault but the other party is (the sim agent drove into the ego).
+at fault but the other party is (the sim agent drove into the ego, or cut in ahead of
+it).
 
 Rank correlations (:func:`spearman`, :func:`kendall_tau`) are host-side numpy.
 """
@@ -77,6 +83,10 @@ class PDMConfig:
     comfort_window: moving-average length in steps before each derivative.
     stopped_speed: m/s; a party slower than this is stopped (never at fault).
     min_approach: m/s; a party approaching the other slower than this is not at fault.
+    cut_in_steps: steps before a contact within which a party that moved sideways into
+      the other's path ahead of it counts as cutting in (20 = 2 s; 0 = no cut-in rule).
+    cut_in_lateral: metres; the sideways move (in the other's frame at contact) that
+      makes a cut-in.
     dt: seconds per simulator step.
   """
 
@@ -95,6 +105,8 @@ class PDMConfig:
   comfort_window: int = 5
   stopped_speed: float = 0.2
   min_approach: float = 0.25
+  cut_in_steps: int = 20
+  cut_in_lateral: float = 1.0
   dt: float = TIMESTEP_SECONDS
 
   def __post_init__(self):
@@ -104,7 +116,7 @@ class PDMConfig:
       if getattr(self, name) <= 0:
         raise ValueError(f'PDMConfig.{name} must be positive, got {getattr(self, name)}.')
     for name in ('w_ttc', 'w_progress', 'w_comfort', 'progress_threshold', 'stopped_speed',
-                 'min_approach'):
+                 'min_approach', 'cut_in_steps', 'cut_in_lateral'):
       if getattr(self, name) < 0:
         raise ValueError(f'PDMConfig.{name} must be >= 0, got {getattr(self, name)}.')
     if self.w_ttc + self.w_progress + self.w_comfort <= 0:
@@ -171,6 +183,24 @@ def contact_fault(pre, post, pre_valid, config: PDMConfig = PDMConfig()
           moving_j & (approach_j > config.min_approach))
 
 
+def _cut_in(victim, mover, mover_before, config: PDMConfig) -> jax.Array:
+  """Whether ``mover`` cut in ahead of ``victim``: at contact it is ahead of the victim
+  (in the victim's frame), and since ``cut_in_steps`` earlier it moved sideways by at
+  least ``cut_in_lateral`` into the victim's path from outside it (the victim's own
+  steering does not count: both lateral positions are in the victim's frame at contact).
+
+  Args are ``(x, y, length, width, yaw)`` tuples of broadcastable arrays.
+  """
+  vx, vy, _, vw, vyaw = victim
+  c, s = jnp.cos(vyaw), jnp.sin(vyaw)
+  ahead = c * (mover[0] - vx) + s * (mover[1] - vy) > 0
+  lateral = lambda x, y: -s * (x - vx) + c * (y - vy)
+  now, then = lateral(mover[0], mover[1]), lateral(mover_before[0], mover_before[1])
+  path = 0.5 * (vw + mover[3])
+  return (ahead & (jnp.abs(then) >= path) & (jnp.abs(now) < jnp.abs(then))
+          & (jnp.abs(then - now) >= config.cut_in_lateral))
+
+
 @struct.dataclass
 class Contacts:
   """The first contact between row objects and every object, fields ``(..., R, N)``.
@@ -229,6 +259,15 @@ def first_contacts(trajectory: Trajectory, rows: jax.Array, start_step: int,
   pre = tuple(at(jnp.broadcast_to(a, hit.shape), before) for a in row_args + obj_args)
   pre_valid = (first > 0) & at(both, before)
   row_fault, other_fault = contact_fault(pre, post, pre_valid, config)
+  if config.cut_in_steps:
+    back = jnp.maximum(first - config.cut_in_steps, 0)
+    earlier = tuple(at(jnp.broadcast_to(a, hit.shape), back) for a in row_args + obj_args)
+    known = (first > back) & at(both, back)
+    other_cut_in = known & _cut_in(post[:5], post[5:], earlier[5:], config)
+    row_cut_in = known & _cut_in(post[5:], post[:5], earlier[:5], config)
+    # A party that cut in ahead of the other is at fault, the one it cut off is not.
+    row_fault = (row_fault & ~other_cut_in) | row_cut_in
+    other_fault = (other_fault & ~row_cut_in) | other_cut_in
   step = jnp.where(collided, first + start_step, -1)
   return Contacts(collided=collided, step=step, row_at_fault=collided & row_fault,
                   other_at_fault=collided & other_fault)
