@@ -522,6 +522,16 @@ def test_rank_correlations_against_hand_computations():
     assert pm.kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
 
 
+def test_rank_correlations_leave_out_planners_without_a_score():
+  a = [0.9, float('nan'), 0.5, 0.7, 0.1]
+  b = [0.8, 0.95, 0.4, 0.6, 0.3]
+  keep = [0, 2, 3, 4]
+  assert pm.spearman(a, b) == pytest.approx(pm.spearman([a[i] for i in keep],
+                                                        [b[i] for i in keep]))
+  assert pm.kendall_tau(a, b) == pytest.approx(1.0)
+  assert np.isnan(pm.kendall_tau([1.0, float('nan')], [1.0, 2.0]))
+
+
 # -- the study end to end ---------------------------------------------------------------
 
 

@@ -569,18 +569,24 @@ def rankdata(values) -> np.ndarray:
 
 
 def _paired(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
+  """The pairs where both values are finite (a planner without a score in one mode
+  takes no part in either ranking); at least 2 items must be given."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.ndim != 1 or a.shape != b.shape:
     raise ValueError(f'{what} expects two 1-D sequences of equal length, got shapes '
                      f'{a.shape} and {b.shape}.')
   if len(a) < 2:
     raise ValueError(f'{what} needs at least 2 items, got {len(a)}.')
-  return a, b
+  both = np.isfinite(a) & np.isfinite(b)
+  return a[both], b[both]
 
 
 def spearman(a, b) -> float:
-  """Spearman's rho: Pearson correlation of the (average-tie) ranks; NaN if constant."""
+  """Spearman's rho: Pearson correlation of the (average-tie) ranks over the pairs where
+  both are finite; NaN if constant or fewer than 2 such pairs."""
   a, b = _paired(a, b, 'spearman')
+  if len(a) < 2:
+    return float('nan')
   ra, rb = rankdata(a) - (len(a) + 1) / 2, rankdata(b) - (len(b) + 1) / 2
   denom = np.sqrt(np.sum(ra**2) * np.sum(rb**2))
   return float(np.sum(ra * rb) / denom) if denom > 0 else float('nan')
@@ -588,8 +594,11 @@ def spearman(a, b) -> float:
 
 def kendall_tau(a, b) -> float:
   """Kendall's tau-b: ``(C - D) / sqrt((n0 - n1)(n0 - n2))`` over all pairs, with ties
-  in ``a`` (n1) and ``b`` (n2) handled; NaN if either sequence is constant."""
+  in ``a`` (n1) and ``b`` (n2) handled, over the pairs where both are finite; NaN if
+  either sequence is constant or fewer than 2 such pairs remain."""
   a, b = _paired(a, b, 'kendall_tau')
+  if len(a) < 2:
+    return float('nan')
   da = np.sign(a[:, None] - a[None, :])
   db = np.sign(b[:, None] - b[None, :])
   upper = np.triu(np.ones_like(da, bool), 1)
