@@ -33,7 +33,7 @@ collision, time to collision, off-road, comfort, progress, and an aggregate"):
    a step before (overlapping at the start) the axis of least penetration.
 2. Each party's *approach* is its own velocity (displacement over the step) along the
    normal towards the other.
-3. A party is at fault iff it is moving (speed >= ``stopped_speed``, 0.2 m/s) and its
+3. A party is at fault iff it is moving (speed >= ``stopped_speed``, 0.05 m/s as nuPlan) and its
    approach exceeds ``min_approach`` (0.25 m/s). So a stopped party is never at fault;
    rear-end: the rear car (the front car's approach is minus its speed); T-bone: the
    car whose front hits the other's side (the struck car moves across the normal);
@@ -103,7 +103,7 @@ class PDMConfig:
   max_abs_lon_jerk: float = 4.13
   max_abs_jerk: float = 8.37
   comfort_window: int = 5
-  stopped_speed: float = 0.2
+  stopped_speed: float = 0.05  # nuPlan's stopped-ego threshold.
   min_approach: float = 0.25
   cut_in_steps: int = 20
   cut_in_lateral: float = 1.0
