@@ -44,6 +44,7 @@ from spacer_jax.eval.sim_agents import closed_loop_fn
 from spacer_jax.sim.builders import stack_states
 from spacer_jax.sim.datatypes import INIT_STEPS, SimulatorState
 from spacer_jax.tokens.vocabulary import TokenVocabulary
+from spacer_jax.training.runs import write_json_atomic
 
 
 @dataclasses.dataclass
@@ -390,10 +391,7 @@ def _write_json(path: str, obj: Any) -> None:
     if isinstance(v, np.integer):
       return int(v)
     return v
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(clean(obj), f, indent=2)
-  os.replace(tmp, path)
+  write_json_atomic(path, clean(obj))
 
 
 # --------------------------------------------------------------------------- main

@@ -34,6 +34,7 @@ import numpy as np
 
 from spacer_jax import parallel
 from spacer_jax.data import generator
+from spacer_jax.eval.policy_realism import take_scenes
 from spacer_jax.models import ReferenceConfig, build_reference_inputs, init_reference
 from spacer_jax.models.checkpoint import load_reference
 from spacer_jax.sim.builders import stack_states
@@ -334,12 +335,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   source = ScenarioSource(config)
   num_eval = config.data.num_eval_scenarios
   eval_sharded = num_eval % parallel.num_shards(mesh) == 0
+  # Generated (or read) once: the episode evaluation's worlds and the WOSAC validation.
+  eval_scenes = source.eval()
   if eval_sharded:
-    eval_worlds = sharded_worlds(source.eval, num_eval)
+    eval_worlds = sharded_worlds(lambda rows: take_scenes(eval_scenes, np.asarray(rows)),
+                                 num_eval)
   else:
     say(f'note: data.num_eval_scenarios={num_eval} is not a multiple of the '
         f'{parallel.num_shards(mesh)} devices: evaluation runs replicated.')
-    eval_worlds = parallel.replicate(prepare(source.eval()), mesh)
+    eval_worlds = parallel.replicate(prepare(eval_scenes), mesh)
   # One local held-out world (on process 0 the first one): shapes and videos.
   example = parallel.first_local_rows(eval_worlds)
   anchor_params = None
@@ -394,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                              Decoding(top_k=config.train.eval_top_k)),
                      out_shardings=replicated)
   eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
-  validate = make_validation(config, selfplay, source.eval())
+  validate = make_validation(config, selfplay, eval_scenes)
   best = BestCheckpoint(workdir)
 
   restored = ckpt.restore(state)
@@ -545,19 +549,12 @@ class BestCheckpoint:
     if parallel.is_main_process():
       shutil.copyfile(os.path.join(self.workdir, 'config.json'),
                       os.path.join(self.directory, 'config.json'))
-      _write_json_atomic(self._json, {'iteration': iteration, 'metrics': self.metrics})
+      runs.write_json_atomic(self._json, {'iteration': iteration, 'metrics': self.metrics})
     return True
 
   def close(self) -> None:
     if self._ckpt is not None:
       self._ckpt.close()
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _out_of_time(budget_s: float, start: float) -> bool:

@@ -45,6 +45,7 @@ from spacer_jax.sim.datatypes import (
   slice_time,
 )
 from spacer_jax.sim.geometry import smallest_k
+from spacer_jax.tokens.feasibility import last_token_speed
 from spacer_jax.tokens.vocabulary import NUM_AGENT_TYPES, agent_type_index
 
 # agent_type_index (re-exported) is the one type index of heads and token vocabularies:
@@ -574,17 +575,15 @@ def build_observation(state: SimulatorState, agent_mask: jax.Array, goal: jax.Ar
 
 def _speed(state: SimulatorState, back: int, window: int) -> jax.Array:
   """``(..., N)`` speed, m/s, ``back`` steps before ``state.timestep``: the mean over the
-  ``window`` steps up to then (from positions), or, with ``window`` 0 or where the pose
-  ``window`` steps earlier is unknown, the velocity's norm there."""
-  t = jnp.asarray(state.timestep)
-  end = slice_time(state.sim_trajectory, jnp.maximum(t - back, 0), 1)
+  ``window`` steps up to then (from positions, ``feasibility.last_token_speed``), or,
+  with ``window`` 0 or where the pose ``window`` steps earlier is unknown, the
+  velocity's norm there."""
+  end = slice_time(state.sim_trajectory, jnp.maximum(jnp.asarray(state.timestep) - back, 0),
+                   1)
   velocity = jnp.sqrt(end.vel_x[..., 0] ** 2 + end.vel_y[..., 0] ** 2)
   if not window:
     return velocity
-  start = slice_time(state.sim_trajectory, jnp.maximum(t - back - window, 0), 1)
-  known = start.valid[..., 0] & end.valid[..., 0] & (t - back - window >= 0)[..., None]
-  mean = jnp.hypot(end.x[..., 0] - start.x[..., 0],
-                   end.y[..., 0] - start.y[..., 0]) / (window * TIMESTEP_SECONDS)
+  mean, known = last_token_speed(state, window, back)
   return jnp.where(known, mean, velocity)
 
 

@@ -202,18 +202,17 @@ def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,
                          done=done)
 
 
-def log_offroad(state: SimulatorState, start: int, stop: int, stride: int = 1
-                ) -> jax.Array:
+def log_offroad(state: SimulatorState, start: int, stop: int) -> jax.Array:
   """``(..., N)`` bool: the LOGGED trajectory is off road (the simulator's ``offroad``
-  metric, Waymax's box-corner rule) at some valid step of ``start, start + stride, ..,
-  stop - 1`` (static ints).
+  metric, Waymax's box-corner rule) at some valid step of ``start .. stop - 1`` (static
+  ints).
 
   The off-road exemption of :class:`RewardConfig` (``exempt_log_offroad``). Measured
-  on the log at the simulator's own rule, so the exemption and the penalty agree on
-  what "off road" means; ``stride`` = the token length checks the steps where a
-  policy's episode checks too.
+  on the log at the simulator's own rule and at every step, as the episode measures
+  the simulated agents, so the exemption and the penalty agree on what "off road"
+  means.
   """
-  steps = jnp.arange(start, stop, stride, dtype=jnp.int32)
+  steps = jnp.arange(start, stop, dtype=jnp.int32)
   replay = state.replace(sim_trajectory=state.log_trajectory)
 
   def at(t):

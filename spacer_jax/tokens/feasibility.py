@@ -100,19 +100,21 @@ def feasible_tokens(vocab: TokenVocabulary, type_index: jax.Array, last_speed: j
   return (gap <= bound) | nearest | ~jnp.asarray(known, bool)[..., None]
 
 
-def last_token_speed(state: SimulatorState, steps: int) -> tuple[jax.Array, jax.Array]:
-  """Each object's simulated mean speed over the ``steps`` steps up to ``state.timestep``.
+def last_token_speed(state: SimulatorState, steps: int, back: int = 0
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Each object's simulated mean speed over the ``steps`` steps up to ``back`` steps
+  before ``state.timestep`` (``back`` 0: up to now).
 
   Returns ``(speed (..., N) m/s, known (..., N) bool)``: known where the object is valid
   at both ends (at the current step of a reset state, the last logged history token).
   """
-  start = jnp.maximum(state.timestep - steps, 0)
-  now = slice_time(state.sim_trajectory, state.timestep, 1)
-  before = slice_time(state.sim_trajectory, start, 1)
+  t = jnp.asarray(state.timestep)
+  now = slice_time(state.sim_trajectory, jnp.maximum(t - back, 0), 1)
+  before = slice_time(state.sim_trajectory, jnp.maximum(t - back - steps, 0), 1)
   xy = lambda tr: jnp.stack([tr.x[..., 0], tr.y[..., 0]], -1)
   speed = motion_speed(xy(before), xy(now), steps)
   known = (now.valid[..., 0] & before.valid[..., 0]
-           & (state.timestep >= steps)[..., None])
+           & (t - back - steps >= 0)[..., None])
   return jnp.where(known, speed, 0.0), known
 
 

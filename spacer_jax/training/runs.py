@@ -127,14 +127,19 @@ def finished_metrics(workdir: str, latest_step: Optional[int], total: int
   return metrics if metrics else None
 
 
-def write_final_metrics(workdir: str, metrics: dict[str, Any]) -> None:
-  """Writes ``final_metrics.json`` atomically."""
-  path = os.path.join(workdir, FINAL_FILE)
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes ``obj`` as indented JSON to ``path`` through a temporary file, so a reader
+  never sees half a file."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(metrics, f, indent=2)
+    json.dump(obj, f, indent=2)
   os.replace(tmp, path)
 
 
+def write_final_metrics(workdir: str, metrics: dict[str, Any]) -> None:
+  """Writes ``final_metrics.json`` atomically."""
+  write_json_atomic(os.path.join(workdir, FINAL_FILE), metrics)
+
+
 __all__ = ['CONFIG_FILE', 'FINAL_FILE', 'RunConfigMismatch', 'accept_config',
-           'check_workdir', 'finished_metrics', 'write_final_metrics']
+           'check_workdir', 'finished_metrics', 'write_final_metrics', 'write_json_atomic']
