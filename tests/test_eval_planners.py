@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from spacer_jax.data.generator import GeneratorConfig, generate_batch
+from spacer_jax.eval import bootstrap, pdm_terms, planner_study, planners
 from spacer_jax.eval import planner_metrics as pm
-from spacer_jax.eval import planner_study, planners
 from spacer_jax.eval.sim_agent_policies import (
     ConstantVelocityPolicy,
     LogReplayPolicy,
@@ -44,10 +44,11 @@ def _edges(centre: np.ndarray, half_width: float) -> list:
   return [builders.Polyline(right, 15, 1), builders.Polyline(left, 15, 2)]
 
 
-def _scene(tracks, centre, half_width=7.0, red_light=None):
+def _scene(tracks, centre, half_width=7.0, red_light=None, lanes=()):
   """A state from object tracks ``(x, y, yaw)`` each ``(T,)`` (object 0 = SDC, all
-  4.5 x 2 m vehicles valid throughout), a road around ``centre`` and optionally a light
-  showing red throughout at the stop point ``red_light`` (x, y)."""
+  4.5 x 2 m vehicles valid throughout), a road around ``centre``, optionally a light
+  showing red throughout at the stop point ``red_light`` (x, y) and lane centres
+  ``lanes`` (polylines ``(P, 2)`` in their driving direction)."""
   x, y, yaw = (np.stack([np.broadcast_to(tr[k], (T,)) for tr in tracks]) for k in range(3))
   n = len(tracks)
   traj = builders.trajectory_from_arrays(x, y, yaw, np.ones((n, T), bool),
@@ -55,7 +56,9 @@ def _scene(tracks, centre, half_width=7.0, red_light=None):
                                          num_objects=NUM_OBJECTS)
   meta = builders.metadata_from_arrays(np.ones(n, np.int32), num_objects=NUM_OBJECTS,
                                        sdc_index=0)
-  road = builders.roadgraph_from_polylines(_edges(centre, half_width), num_points=NUM_POINTS)
+  lane_lines = [builders.Polyline(lane, 2, 100 + i) for i, lane in enumerate(lanes)]
+  road = builders.roadgraph_from_polylines(_edges(centre, half_width) + lane_lines,
+                                           num_points=NUM_POINTS)
   lights = None
   if red_light is not None:
     lights = builders.traffic_lights_from_arrays(
@@ -424,6 +427,14 @@ def test_pdm_score_and_progress_ratio_arithmetic():
   assert float(pm.pdm_score(1.0, 1.0, 1.0, 0.5, 0.0)) == pytest.approx((5 + 2.5) / 12)
   assert float(pm.pdm_score(0.0, 1.0, 1.0, 1.0, 1.0)) == 0.0
   assert float(pm.pdm_score(1.0, 0.0, 1.0, 1.0, 1.0)) == 0.0
+  # Driving direction (DDC) and making progress (MP) multiply, as in nuPlan.
+  config = pm.PDMConfig()
+  assert float(pm.pdm_score(1.0, 1.0, 1.0, 1.0, 1.0, config, 0.5, 1.0)) == 0.5
+  assert float(pm.pdm_score(1.0, 1.0, 1.0, 1.0, 1.0, config, 1.0, 0.0)) == 0.0
+  np.testing.assert_array_equal(np.asarray(pm.making_progress(jnp.array([0.19, 0.2]))),
+                                [0.0, 1.0])
+  with pytest.raises(ValueError, match='direction_violation'):
+    pm.PDMConfig(direction_compliance=3.0, direction_violation=2.0)
   ep = pm.progress_ratio(jnp.array([30.0, 60.0, -3.0, 0.0]), jnp.array([40.0, 40.0, 40.0, 4.0]))
   np.testing.assert_allclose(np.asarray(ep), [0.75, 1.0, 0.0, 1.0])
   with pytest.raises(ValueError, match='comfort_window'):
@@ -451,7 +462,7 @@ def test_comfort_known_answers():
     pm.comfort_extremes(jnp.zeros(10), jnp.zeros(10), jnp.zeros(10))
 
 
-_offroad_flags = jax.jit(pm.ego_offroad_flags, static_argnums=(1, 2))
+_offroad_flags = jax.jit(pm.ego_offroad_flags, static_argnums=(1, 2, 3))
 
 
 def _score_logs(*states):
@@ -461,7 +472,7 @@ def _score_logs(*states):
                         timestep=jnp.full(len(states), START + 2 * STEPS, jnp.int32))
   end = START + 2 * STEPS
   return pm.episode_scorer(START, end, jit_options=FAST)(
-      state, _offroad_flags(state, START + 1, end))
+      state, _offroad_flags(state, START + 1, end, pm.PDMConfig().drivable_tolerance))
 
 
 def test_pdm_scores_of_known_episodes():
@@ -497,6 +508,71 @@ def test_pdm_scores_of_known_episodes():
   half = b.with_reference_progress(jnp.array([160.0, 160.0]))
   np.testing.assert_allclose(get(half, 'ego_progress')[0], 0.5, atol=1e-4)
   np.testing.assert_allclose(get(half, 'score')[0], (5 + 2.5 + 2) / 12, atol=1e-4)
+  # Making progress: under 20% of the reference zeroes the score.
+  slow = b.with_reference_progress(jnp.array([500.0, 500.0]))
+  assert get(slow, 'making_progress')[0] == 0.0 and get(slow, 'score')[0] == 0.0
+  assert get(a, 'making_progress').tolist() == [1.0, 1.0]
+
+
+def _crossing_stop_short(t_stop=4.0, x=40.0):
+  """A car crossing the SDC's road at x (heading +y) at 8 m/s that brakes at 8 m/s^2 and
+  stops with its front 0.25 m short of the SDC's lane (no contact)."""
+  y = np.where(TIME < t_stop - 1.0, -7.5 - 8.0 * (t_stop - 1.0 - TIME),
+               -3.5 - 4.0 * np.clip(t_stop - TIME, 0, None) ** 2)
+  return (np.full(T, x), y, np.full(T, np.pi / 2))
+
+
+def test_ttc_sees_objects_crossing_the_ego_path_not_those_behind():
+  # WOSAC's TTC follows one leader in the lane; nuPlan's projects every object ahead.
+  crossing = _scene([_straight_sdc(), _crossing_stop_short()], STRAIGHT)
+  stop = (np.minimum(10 + 5 * TIME, 30.0), np.zeros(T), np.zeros(T))
+  rear = (12 * TIME - 20.0, np.zeros(T), np.zeros(T))
+  rear_ended = _scene([stop, rear], STRAIGHT)
+  s = _score_logs(crossing, rear_ended)
+  ttc = np.asarray(s.min_ttc)
+  assert not np.asarray(s.ego_collision)[0]  # a near miss, no contact
+  assert 0.2 < ttc[0] < 0.95 and np.asarray(s.ttc_within_bound)[0] == 0.0
+  # The follower that hits the stopped ego is behind it: not the ego's TTC.
+  assert np.asarray(s.ttc_within_bound)[1] == 1.0
+  # The same projection by hand at t = 3.5 s, with each velocity the last step's
+  # displacement: the SDC's box (x 35 + 10 tau +- 2.25, y +- 1) and the car's (x 40 +- 1,
+  # y -4.5 + 4.4 tau +- 2.25, from y = -4.94 at 3.4 s) overlap from tau = 0.284 s: the
+  # first 0.1 s projection step after it is 0.3 s.
+  t = 35
+  window = lambda a: jnp.asarray(np.stack(a)[None, :, t - 1:t + 1])
+  tracks = [_straight_sdc(), _crossing_stop_short()]
+  xs, ys, yaws = (window([tr[k] for tr in tracks]) for k in range(3))
+  one = pdm_terms.ego_time_to_collision(
+      xs, ys, jnp.full_like(xs, 4.5), jnp.full_like(xs, 2.0), yaws, jnp.ones(xs.shape, bool),
+      jnp.zeros(1, jnp.int32), horizon=3.0, time_step=0.1, dt=0.1, stopped_speed=0.05,
+      no_collision=3.0)
+  assert float(one[0, 0]) == pytest.approx(0.3, abs=1e-5)
+
+
+def test_driving_direction_against_traffic():
+  lane = STRAIGHT  # One lane centre driving +x.
+  back = (200.0 - 10.0 * TIME, np.zeros(T), np.full(T, np.pi))
+  creep_back = (200.0 - 4.0 * TIME, np.zeros(T), np.full(T, np.pi))
+  own_lane = _straight_sdc()
+  opposite = np.stack([np.linspace(300, -20, 200), np.full(200, 3.5)], 1)
+  s = _score_logs(_scene([back], STRAIGHT, lanes=[lane]),
+                  _scene([creep_back], STRAIGHT, lanes=[lane]),
+                  _scene([own_lane], STRAIGHT, lanes=[lane, opposite]),
+                  _scene([back], STRAIGHT))  # No lane centres: never against traffic.
+  np.testing.assert_allclose(np.asarray(s.against_traffic), [10.0, 4.0, 0.0, 0.0], atol=0.05)
+  np.testing.assert_array_equal(np.asarray(s.driving_direction_compliance),
+                                [0.0, 0.5, 1.0, 1.0])
+  np.testing.assert_array_equal(np.asarray(s.score)[[0, 2]], [0.0, 1.0])
+
+
+def test_drivable_area_tolerance_is_nuplans_0_3_m():
+  # Road edges at y = +-3.5; the SDC is 2 m wide, so its left corners sit 0.1 / 0.5 m
+  # out. The distance is to the nearest edge point (Waymax's rule; points every 0.5 m),
+  # at most sqrt(0.1^2 + 0.25^2) = 0.27 m for the first.
+  inside = _scene([(10 * TIME, np.full(T, 2.6), np.zeros(T))], STRAIGHT, half_width=3.5)
+  outside = _scene([(10 * TIME, np.full(T, 3.0), np.zeros(T))], STRAIGHT, half_width=3.5)
+  s = _score_logs(inside, outside)
+  np.testing.assert_array_equal(np.asarray(s.drivable_area_compliance), [1.0, 0.0])
 
 
 # -- rank correlations ------------------------------------------------------------------
@@ -543,19 +619,28 @@ def test_planner_study_end_to_end():
   modes = {'log_replay': (LogReplayPolicy(), None), 'log_replay_b': (LogReplayPolicy(), None)}
   study = planner_study.run_planner_study(chosen, modes, scenarios, jax.random.PRNGKey(3),
                                           env=ENV, vocab=VOCAB, num_steps=STEPS,
-                                          jit_options=FAST)
+                                          rollouts=2, deterministic_modes=['log_replay'],
+                                          bootstrap_resamples=200, jit_options=FAST)
   assert study.planners == list(chosen) and study.modes == list(modes)
   for mode in modes:
     assert sorted(study.rankings[mode]) == sorted(chosen)
-    for row in study.table[mode].values():
-      assert row['episodes'] == 2
+    for name, row in study.table[mode].items():
+      assert row['episodes'] == study.rollouts[mode] * 2
+      lo, hi = study.intervals[mode][name]['score']
+      assert lo <= row['score'] + 1e-9 and row['score'] <= hi + 1e-9
       assert 0.0 <= row['score'] <= 1.0
       assert 0.0 <= row['at_fault_collision_rate'] <= 1.0
       assert row['false_positive_collisions'] >= 0
     scores = [study.table[mode][n]['score'] for n in study.rankings[mode]]
     assert scores == sorted(scores, reverse=True)
-  # Identical modes: identical tables, rank correlation 1 (NaN only if all scores tie).
-  assert study.table['log_replay'] == study.table['log_replay_b']
+  # Identical modes: identical tables, rank correlation 1 (NaN only if all scores tie);
+  # the deterministic mode ran once, the other twice (same episodes twice).
+  assert study.rollouts == {'log_replay': 1, 'log_replay_b': 2}
+  strip = lambda t: {n: {k: v for k, v in r.items()
+                         if k not in ('episodes', 'false_positive_collisions')}
+                     for n, r in t.items()}
+  assert strip(study.table['log_replay']) == strip(study.table['log_replay_b'])
+  assert study.intervals['log_replay'] == study.intervals['log_replay_b']
   (corr,) = study.correlations
   assert corr['modes'] == ('log_replay', 'log_replay_b')
   assert np.isnan(corr['spearman']) or corr['spearman'] == pytest.approx(1.0)
@@ -567,6 +652,7 @@ def test_planner_study_end_to_end():
       ok = e['no_at_fault_collision'] * e['drivable_area_compliance'] > 0
       want = np.maximum(want, np.where(ok, e['progress'], -np.inf))
     for name, e in eps.items():
+      assert len(e['score']) == study.rollouts[mode] * 2
       np.testing.assert_allclose(e['reference_progress'], want, rtol=1e-6)
       np.testing.assert_allclose(e['ego_progress'], np.clip(
           np.where(want < 5.0, 1.0, e['progress'] / want), 0, 1), rtol=1e-5, atol=1e-6)
@@ -574,7 +660,34 @@ def test_planner_study_end_to_end():
       assert study.table[mode][name]['false_positive_collisions'] == e[
           'false_positive_count'].sum()
   out = study.to_dict()
-  assert set(out) == {'planners', 'modes', 'table', 'rankings', 'correlations', 'episodes'}
+  assert set(out) == {'planners', 'modes', 'table', 'rankings', 'correlations', 'episodes',
+                      'intervals', 'interval_level', 'rollouts'}
+  assert 'spearman_ci' in out['correlations'][0]
   json.dumps(out)
   md = study.to_markdown()
   assert '### Sim agents: log_replay' in md and 'Spearman' in md and 'idm_bold' in md
+
+
+# -- bootstrap ---------------------------------------------------------------------------
+
+
+def test_scene_bootstrap_against_a_direct_computation():
+  rng = np.random.default_rng(1)
+  values = rng.normal(size=(3, 5))  # 3 rollouts x 5 scenes
+  valid = rng.random((3, 5)) > 0.3
+  draws = bootstrap.scene_resamples(5, 50, seed=2)
+  assert draws.shape == (50, 5) and draws.min() >= 0 and draws.max() < 5
+  sums, counts = bootstrap.per_scene_sums(values, valid)
+  means = bootstrap.resampled_means(sums, counts, draws)
+  for b in range(50):
+    chosen_values = np.concatenate([values[:, k][valid[:, k]] for k in draws[b]])
+    want = chosen_values.mean() if chosen_values.size else np.nan
+    np.testing.assert_allclose(means[b], want, rtol=1e-12, equal_nan=True)
+  assert bootstrap.percentile_interval(np.full(10, 0.25)) == (0.25, 0.25)
+  lo, hi = bootstrap.percentile_interval(np.arange(101.0), level=0.9)
+  assert (lo, hi) == pytest.approx((5.0, 95.0))
+  assert np.isnan(bootstrap.percentile_interval([np.nan])[0])
+  with pytest.raises(ValueError, match='level'):
+    bootstrap.percentile_interval([1.0], level=1.0)
+  with pytest.raises(ValueError, match='rollouts, scenes'):
+    bootstrap.per_scene_sums(np.zeros(3), np.ones(3, bool))

@@ -42,6 +42,8 @@ RULES = {
     'planners.num_frenet': 'int >= 0',  # 0 = no Frenet planners.
     'planners.learned_egos': 'bool',
     'planners.modes': 'str',
+    'planners.rollouts': 'int >= 1',
+    'planners.bootstrap_resamples': 'int >= 1',
     'mesh.num_devices': 'int >= 0',  # 0 = all devices.
     'report.num_videos': 'int >= 0',
 }
@@ -103,6 +105,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # fed the ego's logged motion, never its executed one), 'reference' (the same policy,
   # reactive) and every learned checkpoint ('learned').
   c.planners.modes = 'log_replay,reference_nonreactive,reference,learned'
+  # Rollouts per scene of each stochastic mode (log replay runs once); every mean, rate
+  # and rank correlation gets a scene-level bootstrap 95% interval.
+  c.planners.rollouts = 4
+  c.planners.bootstrap_resamples = 1000
 
   c.mesh = ml_collections.ConfigDict()
   # Devices of this process the realism rollouts are split over (0 = all); the
@@ -119,6 +125,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.realism.num_rollouts = 8
     c.planners.num_scenarios = 8
     c.planners.num_idm = 5
+    c.planners.rollouts = 2
   if 'tiny' in parts:
     c.baselines = 'log_replay,constant_velocity'
     c.data.num_scenarios = 2
@@ -135,6 +142,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.planners.num_idm = 2
     c.planners.num_frenet = 0  # Tested in tests/test_eval_planners.py.
     c.planners.modes = 'log_replay,learned'
+    c.planners.rollouts = 1
+    c.planners.bootstrap_resamples = 100
     c.report.num_videos = 1
     c.fast_compile = True
   return c

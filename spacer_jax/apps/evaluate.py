@@ -344,10 +344,10 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
   """Planners (IDM grid, Frenet family, learned egos) x sim-agent modes."""
   from spacer_jax.eval.planner_study import run_planner_study
   from spacer_jax.eval.planners import PolicyEgo, get_planner_family
-  from spacer_jax.eval.sim_agent_policies import LEARNED, default_env
+  from spacer_jax.eval.sim_agent_policies import LEARNED, SCRIPTED, default_env
   learned = [e for e in entries if e.kind in LEARNED and not e.extra]
   wanted = [m for m in config.planners.modes.split(',') if m]
-  modes = {}
+  modes, deterministic = {}, []
   for mode in wanted:
     if mode == 'learned':
       modes.update({e.label: (e.policy, e.params) for e in learned})
@@ -361,6 +361,8 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
       match = [e for e in entries if e.label == mode or e.kind == mode]
       if match:
         modes[mode] = (match[0].policy, match[0].params)
+        if match[0].kind in SCRIPTED:  # Their rollouts ignore the key: one per scene.
+          deterministic.append(mode)
   if not modes:
     return None
   vocab = next((e.vocab for e in entries if e.kind in ('reference',) + LEARNED),
@@ -375,6 +377,9 @@ def planner_study(entries: list[PolicyEntry], scenes: SimulatorState,
   return run_planner_study(planners, modes, take_scenes(scenes, slice(0, n)),
                            jax.random.PRNGKey(config.seed + 11), env=default_env(),
                            vocab=vocab, num_steps=config.realism.num_steps,
+                           rollouts=config.planners.rollouts,
+                           deterministic_modes=deterministic,
+                           bootstrap_resamples=config.planners.bootstrap_resamples,
                            jit_options=_jit_options(config))
 
 

@@ -363,14 +363,25 @@ def feature_histograms_figure(histograms: dict[str, dict],
 
 
 def planner_scores_figure(study: Any) -> Any:
-  """Planners' mean scores under each pair of sim-agent modes (y = x: same score)."""
+  """Planners' mean scores under each pair of sim-agent modes (y = x: same score), with
+  their bootstrap intervals as error bars when the study has them."""
   plt = _pyplot()
+
+  def errors(mode, means):
+    intervals = getattr(study, 'intervals', None) or {}
+    cis = [intervals.get(mode, {}).get(p, {}).get('score') for p in study.planners]
+    if any(ci is None for ci in cis):
+      return None
+    return np.array([[max(m - lo, 0.0) for m, (lo, _) in zip(means, cis)],
+                     [max(hi - m, 0.0) for m, (_, hi) in zip(means, cis)]])
+
   pairs = [(a, b) for i, a in enumerate(study.modes) for b in study.modes[i + 1:]]
   fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), squeeze=False)
   for ax, (a, b) in zip(axes[0], pairs):
     xs = [study.table[a][p]['score'] for p in study.planners]
     ys = [study.table[b][p]['score'] for p in study.planners]
-    ax.scatter(xs, ys)
+    ax.errorbar(xs, ys, xerr=errors(a, xs), yerr=errors(b, ys), fmt='o', ms=3, lw=0.6,
+                capsize=1.5)
     for p, x, y in zip(study.planners, xs, ys):
       ax.annotate(p, (x, y), fontsize=6)
     # Equal scores under both sim-agent sets lie on y = x; rank changes show off it.

@@ -3,21 +3,29 @@
 The aggregate follows the PDM score of nuPlan / NAVSIM (the spec: "PDM-style:
 collision, time to collision, off-road, comfort, progress, and an aggregate"):
 
-  score = NC * DAC * (5 TTC + 5 EP + 2 C) / 12
+  score = NC * DAC * DDC * MP * (5 TTC + 5 EP + 2 C) / 12
 
 * **NC**, no at-fault collision (multiplier): 0 if the ego is at fault in any collision
   of the episode, else 1. (nuPlan's 0.5 for hitting static objects has no counterpart:
   every object here is a vehicle, pedestrian or cyclist.)
 * **DAC**, drivable-area compliance (multiplier): 0 if any corner of the ego's box is
-  past a road edge at any simulated step (the ``offroad`` metric's rule), else 1.
-* **TTC** within bound (weight 5): 1 if the ego's time to collision with the object it
-  follows (:func:`spacer_jax.eval.features.time_to_collision`, WOSAC's definition)
-  never drops below 0.95 s (nuPlan's bound), else 0.
+  more than ``drivable_tolerance`` (0.3 m, nuPlan's) past a road edge at any simulated
+  step, else 1.
+* **DDC**, driving-direction compliance (multiplier, nuPlan's): 1, 0.5 or 0 by the most
+  metres driven against traffic within any 1 s (:mod:`spacer_jax.eval.pdm_terms`).
+* **MP**, making progress (multiplier, nuPlan's): 0 if EP < ``min_progress_ratio``
+  (0.2), else 1.
+* **TTC** within bound (weight 5): 1 if the ego's time to collision with any object in
+  its path (nuPlan's constant-velocity projection over 3 s,
+  :func:`spacer_jax.eval.pdm_terms.ego_time_to_collision`) never drops below 0.95 s
+  (nuPlan's bound), else 0.
 * **EP**, ego progress (weight 5): progress along the route (the SDC's logged path)
   divided by a reference progress, clipped to [0, 1]; 1 when the reference is under 5 m
   (NAVSIM's rule, so standing still where the expert also waits scores fully). The
   reference is the log's own progress here; :mod:`planner_study` can use the best
   compliant planner instead (NAVSIM uses PDM-Closed's progress).
+* nuPlan's speed-limit term (weight 4) has no counterpart: the roadgraph (Waymax's
+  ``RoadgraphPoints``) carries no speed limits.
 * **C**, comfort (weight 2): 1 if the ego's longitudinal acceleration stays in
   [-4.05, 2.40] m/s^2, |lateral acceleration| <= 4.89 m/s^2, |yaw rate| <= 0.95 rad/s,
   |yaw acceleration| <= 1.93 rad/s^2, |longitudinal jerk| <= 4.13 m/s^3 and |jerk| <=
@@ -61,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from spacer_jax.eval import features
+from spacer_jax.eval import pdm_terms
 from spacer_jax.eval.planners import sdc_index, sdc_route, take_object
 from spacer_jax.sim import geometry
 from spacer_jax.sim.agents.idm import project_onto_path
@@ -76,6 +84,14 @@ class PDMConfig:
   Attributes:
     w_ttc, w_progress, w_comfort: weights of the weighted average (nuPlan/NAVSIM: 5/5/2).
     ttc_threshold: seconds; TTC below it fails the TTC term (nuPlan: 0.95 s).
+    ttc_horizon, ttc_time_step: seconds of the constant-velocity projection and between
+      its poses (nuPlan: 3 s, 0.1 s).
+    drivable_tolerance: metres a box corner may be past a road edge (nuPlan: 0.3 m).
+    lane_radius: metres; lane centres nearer the ego's centre set the driving direction.
+    direction_window: steps of the driving-direction window (10 = nuPlan's 1 s).
+    direction_compliance, direction_violation: metres against traffic within a window
+      that still give 1 / 0.5 (nuPlan: 2 m, 6 m).
+    min_progress_ratio: EP below it fails the making-progress multiplier (nuPlan: 0.2).
     progress_threshold: metres; a reference progress below it gives EP = 1 (NAVSIM: 5 m).
     min_lon_accel, max_lon_accel: m/s^2. max_abs_lat_accel: m/s^2.
     max_abs_yaw_rate: rad/s. max_abs_yaw_accel: rad/s^2.
@@ -94,6 +110,14 @@ class PDMConfig:
   w_progress: float = 5.0
   w_comfort: float = 2.0
   ttc_threshold: float = 0.95
+  ttc_horizon: float = 3.0
+  ttc_time_step: float = 0.1
+  drivable_tolerance: float = 0.3
+  lane_radius: float = 2.0
+  direction_window: int = 10
+  direction_compliance: float = 2.0
+  direction_violation: float = 6.0
+  min_progress_ratio: float = 0.2
   progress_threshold: float = 5.0
   min_lon_accel: float = -4.05
   max_lon_accel: float = 2.40
@@ -112,15 +136,19 @@ class PDMConfig:
   def __post_init__(self):
     for name in ('ttc_threshold', 'max_lon_accel', 'max_abs_lat_accel', 'max_abs_yaw_rate',
                  'max_abs_yaw_accel', 'max_abs_lon_jerk', 'max_abs_jerk', 'comfort_window',
-                 'dt'):
+                 'dt', 'ttc_horizon', 'ttc_time_step', 'lane_radius', 'direction_window'):
       if getattr(self, name) <= 0:
         raise ValueError(f'PDMConfig.{name} must be positive, got {getattr(self, name)}.')
     for name in ('w_ttc', 'w_progress', 'w_comfort', 'progress_threshold', 'stopped_speed',
-                 'min_approach', 'cut_in_steps', 'cut_in_lateral'):
+                 'min_approach', 'cut_in_steps', 'cut_in_lateral', 'drivable_tolerance',
+                 'direction_compliance', 'min_progress_ratio'):
       if getattr(self, name) < 0:
         raise ValueError(f'PDMConfig.{name} must be >= 0, got {getattr(self, name)}.')
     if self.w_ttc + self.w_progress + self.w_comfort <= 0:
       raise ValueError('PDMConfig: the weights must not all be zero.')
+    if self.direction_violation < self.direction_compliance:
+      raise ValueError(f'PDMConfig.direction_violation ({self.direction_violation}) must be '
+                       f'>= direction_compliance ({self.direction_compliance}).')
     if self.min_lon_accel >= 0:
       raise ValueError(f'PDMConfig.min_lon_accel must be negative, got {self.min_lon_accel}.')
 
@@ -128,23 +156,8 @@ class PDMConfig:
 # -- collisions and fault ------------------------------------------------------------------
 
 
-def pair_margins(xi, yi, li, wi, hi, xj, yj, lj, wj, hj) -> jax.Array:
-  """Separating-axis margins of boxes i and j, elementwise over broadcast inputs.
-
-  Boxes: centre (m), full length / width (m), heading (rad). Returns ``(..., 4)``: the
-  overlap of the two projections on i's heading axis, i's lateral axis, j's heading
-  axis and j's lateral axis (negative: a gap). The boxes overlap iff all four are > 0.
-  """
-  ci, si, cj, sj = jnp.cos(hi), jnp.sin(hi), jnp.cos(hj), jnp.sin(hj)
-  abs_c, abs_s = jnp.abs(ci * cj + si * sj), jnp.abs(ci * sj - si * cj)
-  dx, dy = xj - xi, yj - yi
-  ai, bi, aj, bj = li / 2, wi / 2, lj / 2, wj / 2
-  return jnp.stack([
-      ai + aj * abs_c + bj * abs_s - jnp.abs(dx * ci + dy * si),
-      bi + aj * abs_s + bj * abs_c - jnp.abs(-dx * si + dy * ci),
-      aj + ai * abs_c + bi * abs_s - jnp.abs(dx * cj + dy * sj),
-      bj + ai * abs_s + bi * abs_c - jnp.abs(-dx * sj + dy * cj),
-  ], axis=-1)
+# Separating-axis overlaps of two boxes (moved to the simulator's geometry).
+pair_margins = geometry.box_pair_margins
 
 
 def contact_fault(pre, post, pre_valid, config: PDMConfig = PDMConfig()
@@ -335,10 +348,12 @@ def is_comfortable(extremes: dict[str, jax.Array], config: PDMConfig = PDMConfig
           & (extremes['max_abs_jerk'] <= c.max_abs_jerk))
 
 
-def ego_offroad_flags(state: SimulatorState, start_step: int, end_step: int) -> jax.Array:
-  """Whether any corner of the SDC's simulated box is past a road edge, per step
-  ``start_step .. end_step``: bool ``(..., W)`` (False where the SDC is invalid or the
-  map has no road edges). Uses ``state.road_edge_index`` when present."""
+def ego_offroad_flags(state: SimulatorState, start_step: int, end_step: int,
+                      tolerance: float = 0.0) -> jax.Array:
+  """Whether any corner of the SDC's simulated box is more than ``tolerance`` metres
+  past a road edge, per step ``start_step .. end_step``: bool ``(..., W)`` (False where
+  the SDC is invalid or the map has no road edges). Uses ``state.road_edge_index`` when
+  present."""
   traj = jax.tree_util.tree_map(lambda a: take_object(a, sdc_index(state), -2)[
       ..., 0, start_step:end_step + 1], state.sim_trajectory)
   corners = geometry.box_corners(traj.x, traj.y, traj.length, traj.width, traj.yaw)
@@ -348,7 +363,7 @@ def ego_offroad_flags(state: SimulatorState, start_step: int, end_step: int) -> 
   flat = query.reshape(query.shape[:-3] + (w * 4, 3))
   d = road_edges.signed_distance_to_road_edge(flat, state.roadgraph_points,
                                               state.road_edge_index)
-  off = (d.distance > 0) & d.valid
+  off = (d.distance > tolerance) & d.valid
   return jnp.any(off.reshape(off.shape[:-1] + (w, 4)), -1) & traj.valid
 
 
@@ -359,14 +374,21 @@ def progress_ratio(progress: jax.Array, reference: jax.Array,
   return jnp.where(reference < config.progress_threshold, 1.0, ratio)
 
 
+def making_progress(ego_progress: jax.Array, config: PDMConfig = PDMConfig()) -> jax.Array:
+  """MP: 1.0 where EP >= ``min_progress_ratio``, else 0.0."""
+  return (ego_progress >= config.min_progress_ratio).astype(jnp.float32)
+
+
 def pdm_score(no_at_fault_collision: jax.Array, drivable_area: jax.Array,
               ttc_within_bound: jax.Array, ego_progress: jax.Array, comfort: jax.Array,
-              config: PDMConfig = PDMConfig()) -> jax.Array:
-  """``NC * DAC * (w_ttc TTC + w_ep EP + w_c C) / (w_ttc + w_ep + w_c)``, elementwise."""
+              config: PDMConfig = PDMConfig(), driving_direction: jax.Array = 1.0,
+              progressing: jax.Array = 1.0) -> jax.Array:
+  """``NC * DAC * DDC * MP * (w_ttc TTC + w_ep EP + w_c C) / (w_ttc + w_ep + w_c)``,
+  elementwise (``driving_direction`` DDC and ``progressing`` MP default to 1)."""
   c = config
   weighted = (c.w_ttc * ttc_within_bound + c.w_progress * ego_progress
               + c.w_comfort * comfort) / (c.w_ttc + c.w_progress + c.w_comfort)
-  return no_at_fault_collision * drivable_area * weighted
+  return no_at_fault_collision * drivable_area * driving_direction * progressing * weighted
 
 
 # -- per-episode scores -------------------------------------------------------------------
@@ -378,11 +400,13 @@ class EpisodeScores:
 
   Attributes:
     valid: the SDC exists at the start step.
-    no_at_fault_collision, drivable_area_compliance, ttc_within_bound, comfort: 0/1.
+    no_at_fault_collision, drivable_area_compliance, ttc_within_bound, comfort,
+      making_progress: 0/1. driving_direction_compliance: 0, 0.5 or 1.
     ego_progress: EP in [0, 1]. score: the aggregate in [0, 1].
+    against_traffic: the most metres driven against traffic within 1 s.
     progress: metres along the route. log_progress: the logged SDC's progress over the
       same steps. reference_progress: EP's denominator (m).
-    min_ttc: seconds (5 = nothing followed closely).
+    min_ttc: seconds (``ttc_horizon`` = nothing in the ego's path would be hit).
     ego_collision: the ego overlapped any object. at_fault_collision: at fault in one.
     at_fault_count, false_positive_count: objects the ego collided with at fault, and
       with the other party (alone) at fault.
@@ -391,10 +415,13 @@ class EpisodeScores:
   valid: jax.Array
   no_at_fault_collision: jax.Array
   drivable_area_compliance: jax.Array
+  driving_direction_compliance: jax.Array
+  making_progress: jax.Array
   ttc_within_bound: jax.Array
   comfort: jax.Array
   ego_progress: jax.Array
   score: jax.Array
+  against_traffic: jax.Array
   progress: jax.Array
   log_progress: jax.Array
   reference_progress: jax.Array
@@ -406,12 +433,14 @@ class EpisodeScores:
 
   def with_reference_progress(self, reference: jax.Array,
                               config: PDMConfig = PDMConfig()) -> EpisodeScores:
-    """The scores with EP (and the aggregate) against another reference progress."""
+    """The scores with EP, MP and the aggregate against another reference progress."""
     ep = progress_ratio(self.progress, reference, config)
+    mp = making_progress(ep, config)
     score = pdm_score(self.no_at_fault_collision, self.drivable_area_compliance,
-                      self.ttc_within_bound, ep, self.comfort, config)
+                      self.ttc_within_bound, ep, self.comfort, config,
+                      self.driving_direction_compliance, mp)
     return self.replace(reference_progress=jnp.broadcast_to(reference, ep.shape),
-                        ego_progress=ep, score=score)
+                        ego_progress=ep, making_progress=mp, score=score)
 
 
 def score_ego_episode(state: SimulatorState, *, start_step: int, end_step: int,
@@ -426,8 +455,8 @@ def score_ego_episode(state: SimulatorState, *, start_step: int, end_step: int,
     start_step: the episode's first step (the last logged one, ``init_steps - 1``).
     end_step: its last simulated step (inclusive).
     ego_offroad: optional bool ``(..., W)`` off-road flags of the SDC at steps
-      ``start_step + 1 .. end_step`` (e.g. the environment's metric); computed from the
-      road edges when None.
+      ``start_step + 1 .. end_step``; computed from the road edges with
+      ``drivable_tolerance`` when None.
     reference_progress: EP's denominator ``(...)`` in metres; default the log's progress.
     config: thresholds and weights.
 
@@ -449,16 +478,24 @@ def score_ego_episode(state: SimulatorState, *, start_step: int, end_step: int,
   false_positive = pick(contacts.other_at_fault) & ~at_fault
 
   if ego_offroad is None:
-    ego_offroad = ego_offroad_flags(state, start_step + 1, end_step)
+    ego_offroad = ego_offroad_flags(state, start_step + 1, end_step,
+                                    config.drivable_tolerance)
   offroad = jnp.any(ego_offroad, -1)
 
   window = lambda a: a[..., start_step:end_step + 1]
-  speed = features.planar_speed(window(traj.x), window(traj.y), config.dt)
-  ttc = features.time_to_collision(window(traj.x), window(traj.y), window(traj.length),
-                                   window(traj.width), window(traj.yaw), speed,
-                                   window(traj.valid), rows)[..., 0, :]
-  ego_valid = window(ego.valid)
-  min_ttc = jnp.min(jnp.where(ego_valid, ttc, features.MAX_TTC_SECONDS), -1)
+  # TTC at steps start+1 .. end (the velocity of each comes from the step before).
+  ttc = pdm_terms.ego_time_to_collision(
+      window(traj.x), window(traj.y), window(traj.length), window(traj.width),
+      window(traj.yaw), window(traj.valid), index, horizon=config.ttc_horizon,
+      time_step=config.ttc_time_step, dt=config.dt, stopped_speed=config.stopped_speed,
+      no_collision=config.ttc_horizon)
+  min_ttc = jnp.min(ttc, -1)
+  against = pdm_terms.against_traffic_progress(
+      window(ego.x), window(ego.y), window(ego.valid), state.roadgraph_points,
+      lane_radius=config.lane_radius)
+  direction, against_traffic = pdm_terms.driving_direction_compliance(
+      against, window=config.direction_window, compliance=config.direction_compliance,
+      violation=config.direction_violation)
 
   # Short episodes get a shorter smoothing window (none shorter than 1 step: comfortable).
   smooth = min(config.comfort_window, (end_step - start_step) // 3)
@@ -481,9 +518,11 @@ def score_ego_episode(state: SimulatorState, *, start_step: int, end_step: int,
   f32 = lambda b: jnp.asarray(b, jnp.float32)
   scores = EpisodeScores(
       valid=valid, no_at_fault_collision=f32(~jnp.any(at_fault, -1)),
-      drivable_area_compliance=f32(~offroad),
+      drivable_area_compliance=f32(~offroad), driving_direction_compliance=direction,
+      making_progress=jnp.zeros_like(progress),
       ttc_within_bound=f32(min_ttc >= config.ttc_threshold), comfort=f32(comfort),
       ego_progress=jnp.zeros_like(progress), score=jnp.zeros_like(progress),
+      against_traffic=against_traffic,
       progress=progress, log_progress=log_progress,
       reference_progress=jnp.zeros_like(progress), min_ttc=min_ttc,
       ego_collision=jnp.any(pick(contacts.collided), -1),
@@ -491,17 +530,6 @@ def score_ego_episode(state: SimulatorState, *, start_step: int, end_step: int,
       at_fault_count=jnp.sum(at_fault, -1).astype(jnp.int32),
       false_positive_count=jnp.sum(false_positive, -1).astype(jnp.int32))
   return scores.with_reference_progress(reference, config)
-
-
-def ego_offroad_from_metrics(metrics, is_sdc: jax.Array) -> jax.Array | None:
-  """The SDC's off-road flags from the runner's ``metrics['offroad']`` (value and valid
-  ``(..., R, S, N)``): bool ``(..., R S)``, or None when it was not measured."""
-  metric = (metrics or {}).get('offroad')
-  if metric is None:
-    return None
-  value = metric.value.reshape(metric.value.shape[:-3] + (-1, metric.value.shape[-1]))
-  flags = (value > 0) & metric.valid.reshape(value.shape)
-  return jnp.any(flags & is_sdc[..., None, :], -1)
 
 
 def episode_length(metrics) -> int:
@@ -517,14 +545,12 @@ def score_closed_loop(result, *, start_step: int, reference_progress: jax.Array 
   """:func:`score_ego_episode` of a ``ClosedLoopResult`` (``final_state``, ``metrics``).
 
   The episode runs from ``start_step`` for :func:`episode_length` steps; the SDC's
-  off-road flags come from ``metrics['offroad']`` when the environment measured it,
-  else from the road edges. Jittable.
+  off-road flags come from the road edges with ``drivable_tolerance`` (the
+  environment's ``offroad`` metric has none). Jittable.
   """
   end_step = start_step + episode_length(result.metrics)
-  offroad = ego_offroad_from_metrics(result.metrics, result.final_state.object_metadata.is_sdc)
   return score_ego_episode(result.final_state, start_step=start_step, end_step=end_step,
-                           ego_offroad=offroad, reference_progress=reference_progress,
-                           config=config)
+                           reference_progress=reference_progress, config=config)
 
 
 @functools.lru_cache(maxsize=16)
@@ -611,8 +637,8 @@ def kendall_tau(a, b) -> float:
 
 __all__ = [
     'Contacts', 'EpisodeScores', 'PDMConfig', 'comfort_extremes', 'contact_fault',
-    'ego_offroad_flags', 'ego_offroad_from_metrics', 'episode_length', 'episode_scorer',
-    'first_contacts', 'is_comfortable', 'kendall_tau', 'pair_margins',
+    'ego_offroad_flags', 'episode_length', 'episode_scorer',
+    'first_contacts', 'is_comfortable', 'kendall_tau', 'making_progress', 'pair_margins',
     'pdm_score', 'progress_ratio', 'rankdata', 'score_closed_loop', 'score_ego_episode',
     'spearman',
 ]

@@ -70,3 +70,22 @@ def box_corners(x: jax.Array, y: jax.Array, length: jax.Array, width: jax.Array,
       jnp.stack([-half_l, -half_w], -1),
   ], axis=-2)
   return rotate(local, yaw[..., None]) + jnp.stack([x, y], -1)[..., None, :]
+
+
+def box_pair_margins(xi, yi, li, wi, hi, xj, yj, lj, wj, hj) -> jax.Array:
+  """Separating-axis margins of boxes i and j, elementwise over broadcast inputs.
+
+  Boxes: centre (m), full length / width (m), heading (rad). Returns ``(..., 4)``: the
+  overlap of the two projections on i's heading axis, i's lateral axis, j's heading
+  axis and j's lateral axis (negative: a gap). The boxes overlap iff all four are > 0.
+  """
+  ci, si, cj, sj = jnp.cos(hi), jnp.sin(hi), jnp.cos(hj), jnp.sin(hj)
+  abs_c, abs_s = jnp.abs(ci * cj + si * sj), jnp.abs(ci * sj - si * cj)
+  dx, dy = xj - xi, yj - yi
+  ai, bi, aj, bj = li / 2, wi / 2, lj / 2, wj / 2
+  return jnp.stack([
+      ai + aj * abs_c + bj * abs_s - jnp.abs(dx * ci + dy * si),
+      bi + aj * abs_s + bj * abs_c - jnp.abs(-dx * si + dy * ci),
+      aj + ai * abs_c + bi * abs_s - jnp.abs(dx * cj + dy * sj),
+      bj + ai * abs_s + bi * abs_c - jnp.abs(-dx * sj + dy * cj),
+  ], axis=-1)
