@@ -37,9 +37,14 @@ def _corner_queries(rng, rg, n):
   return jnp.concatenate([corners, z], -1).reshape(n * 4, 3)
 
 
-def test_offroad_index_agrees_with_brute_force():
+@pytest.mark.parametrize('config', [
+    None,  # the default build
+    # A deeper coarse-to-fine build: its radii must stay rigorous bounds too.
+    road_edges.RoadEdgeIndexConfig(coarse_levels=((4, 2048), (16, 512), (64, 128)))],
+    ids=['default', 'three_levels'])
+def test_offroad_index_agrees_with_brute_force(config):
   rng = np.random.default_rng(7)
-  build = jax.jit(road_edges.build_road_edge_index)
+  build = jax.jit(lambda rg: road_edges.build_road_edge_index(rg, config))
   fast = jax.jit(road_edges.signed_distance_to_road_edge)
   slow = jax.jit(road_edges.signed_distance_to_road_edge_brute_force)
   n_obj, agree, inexact, total = 600, 0, 0, 0
@@ -63,6 +68,16 @@ def test_offroad_index_agrees_with_brute_force():
   # Diagnostic: uncertified answers are rare. They concentrate on the forced underpass
   # queries (bridge edges 7 m above crowd the 2D candidate lists).
   assert inexact / (4 * total) < 0.05, inexact
+
+
+def test_index_levels_must_nest():
+  assert road_edges.RoadEdgeIndexConfig().levels() == ((16, 512),)
+  levels = ((4, 1024), (16, 256))
+  assert road_edges.RoadEdgeIndexConfig(coarse_levels=levels).levels() == levels
+  for bad in (((3, 1024),), ((4, 1024), (16, 2048)), ((16, 256), (4, 1024)),
+              ((4, 32),)):
+    with pytest.raises(ValueError, match='coarse_levels'):
+      road_edges.RoadEdgeIndexConfig(coarse_levels=bad)
 
 
 def test_offroad_metric_uses_index_and_agrees(two_lane_state):

@@ -159,3 +159,19 @@ def _plain_config():
   config.env.policy_steps = 40
   config.obs.feasible_actions = False
   return config
+
+
+def test_bc_expert_episode_hides_the_goals_ppo_hides():
+  # BC learns with PPO's goal dropout: a hidden goal's features (ego columns 3-5: goal
+  # x, y, visible) are zero at every step, a shown one's are not.
+  from spacer_jax.spacer import bc
+  selfplay = _selfplay()
+  worlds = jax.jit(selfplay.prepare)(_scene())
+  visible = jnp.zeros((1, 8), bool).at[0, MOVING].set(True)
+  obs, tokens, valid = jax.jit(lambda w, v: bc.expert_episode(selfplay, w, v))(worlds, visible)
+  goal = np.asarray(obs.ego)[:, 0, :, 3:6]  # (T, N, 3)
+  assert np.all(goal[:, PARKED] == 0.0) and np.all(goal[:, PEDESTRIAN] == 0.0)
+  assert np.all(goal[:, MOVING, 2] == 1.0) and np.any(goal[:, MOVING, :2] != 0.0)
+  shown = jax.jit(lambda w: bc.expert_episode(selfplay, w))(worlds)[0]
+  assert np.all(np.asarray(shown.ego)[:, 0, PARKED, 5] == 1.0)
+  assert np.asarray(valid)[:, 0, MOVING].all() and tokens.shape == valid.shape

@@ -219,6 +219,8 @@ def test_hr_ppo_trains_its_bc_anchor_then_self_play(tmp_path):
   config.train.max_iterations = 1
   config.train.eval_every = 0
   config.bc.steps = 4
+  config.bc.num_pools = 2  # Two pools of the (now 16-scene) training set, concatenated.
+  config.data.num_train_scenarios = 16
   last = train_spacer.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(last['kl_ref']) and last['kl_ref'] >= 0.0
   from spacer_jax.spacer import bc

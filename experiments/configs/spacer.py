@@ -90,6 +90,7 @@ RULES = {
     'bc.steps': 'int >= 1',
     'bc.batch_worlds': 'int >= 1',
     'bc.lr': 'float > 0',
+    'bc.num_pools': 'int >= 1',
     'mesh.num_devices': 'int >= 0',  # 0 = all devices.
     'train.total_agent_steps': 'int >= 0',
     'train.steps_per_iteration': 'int >= 1',
@@ -222,6 +223,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.bc.steps = 2000
   c.bc.batch_worlds = 32
   c.bc.lr = 1e-3
+  # Training pools the BC policy learns from (pool_size scenes each, the first ones of
+  # the training set), goals hidden with obs.goal_dropout as in PPO.
+  c.bc.num_pools = 8
 
   # Data parallelism (spacer_jax.parallel): worlds sharded over a 'data' mesh; the
   # multi-process switch is the binary's --distributed flag (launch/ scripts set it).
@@ -307,6 +311,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.ppo.epochs = 2
     c.ppo.num_minibatches = 2
     c.bc.steps = 20
+    c.bc.num_pools = 1
     c.bc.batch_worlds = 4
     c.train.total_agent_steps = 10 * 4 * 16 * 6
     c.train.steps_per_iteration = 2

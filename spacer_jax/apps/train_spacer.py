@@ -260,7 +260,8 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
     role = ' and '.join(r for r, on in (('anchor', config.variant == 'hr_ppo'),
                                         ('initial policy', config.train.init_policy == 'bc'))
                         if on)
-    lines.insert(2, f'  1b. behaviour-cloned {role}: {config.bc.steps} steps on the logs first')
+    lines.insert(2, f'  1b. behaviour-cloned {role}: {config.bc.steps} steps on the logs of '
+                    f'{config.bc.num_pools} training pool(s) first')
   return '\n'.join(lines)
 
 
@@ -276,6 +277,8 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 'reward.exempt_log_offroad': False,
                 'train.val_rollouts': 8,
                 'train.val_batch_size': 4,
+                # Runs before the field cloned pool 0 (goals always shown).
+                'bc.num_pools': 1,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}

@@ -19,14 +19,21 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from spacer_jax.spacer.observation import sample_goal_visible
 from spacer_jax.spacer.policy import LateFusionPolicy
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import SelfPlay, Worlds, select_worlds
 from spacer_jax.training import Checkpointer, MetricLogger
 
 
-def expert_episode(selfplay: SelfPlay, worlds: Worlds):
+def expert_episode(selfplay: SelfPlay, worlds: Worlds, goal_visible: jax.Array | None = None):
   """Observations and expert tokens along the log, time-major.
+
+  Args:
+    selfplay: the policy's observation and token environment.
+    worlds: ``(W,)`` prepared worlds.
+    goal_visible: ``(W, N)`` bool, the goal shown to each agent for the episode (as
+      PPO's goal dropout samples it); None = every goal shown.
 
   Returns:
     ``(obs (T, W, N, ...), tokens (T, W, N) int32, valid (T, W, N) bool)``: valid where
@@ -36,7 +43,8 @@ def expert_episode(selfplay: SelfPlay, worlds: Worlds):
   controlled = state.object_metadata.is_controlled & state.current_sim_trajectory.valid[
       ..., 0]
   status = AgentStatus.create(controlled)
-  goal_visible = jnp.ones_like(controlled)
+  if goal_visible is None:
+    goal_visible = jnp.ones_like(controlled)
 
   def step(state, _):
     obs = selfplay.observe(worlds, state, status, goal_visible)
@@ -80,21 +88,24 @@ def make_bc_step(selfplay: SelfPlay, optimizer: optax.GradientTransformation,
                  batch_worlds: int) -> Callable:
   """``step(params, opt_state, pool, rng) -> (params, opt_state, metrics)``, jittable.
 
-  ``pool`` is either :class:`Worlds` (the step rolls out the expert episode of its
-  worlds) or the pool's expert episode ``(obs, tokens, valid)`` computed once with
+  ``pool`` is either ``(worlds, goal_visible)``, :class:`Worlds` ``(P,)`` with the
+  ``(P, N)`` goals shown (the step rolls out the expert episode of its worlds), or the
+  pool's expert episode ``(obs, tokens, valid)`` computed once with
   :func:`expert_episode` (time-major, worlds on axis 1; the logs do not change, so the
   episodes need not be recomputed every step).
   """
 
   def step(params, opt_state, pool, rng):
-    cached = not isinstance(pool, Worlds)
-    size = pool[1].shape[1] if cached else pool.goal.shape[0]
+    cached = not isinstance(pool[0], Worlds)
+    size = pool[1].shape[1] if cached else pool[0].goal.shape[0]
     index = jax.random.choice(rng, size, (batch_worlds,), replace=size < batch_worlds)
     if cached:
       obs, tokens, valid = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=1),
                                                   pool)
     else:
-      obs, tokens, valid = expert_episode(selfplay, select_worlds(pool, index))
+      worlds, visible = pool
+      obs, tokens, valid = expert_episode(selfplay, select_worlds(worlds, index),
+                                          jnp.take(visible, index, axis=0))
     grads, metrics = jax.grad(
         lambda p: bc_loss(selfplay.policy, p, obs, tokens, valid), has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -113,15 +124,21 @@ def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: S
     workdir: checkpoint / log directory of the BC run.
     selfplay: supplies the policy, observation and token environment.
     load_scenarios: seeds -> batched scenarios.
-    pool_seeds: pool index -> seeds (the BC run uses pool 0, the first training pool).
+    pool_seeds: pool index -> seeds (the BC run uses the first ``bc.num_pools``
+      training pools).
 
   Returns:
     The trained policy parameters.
   """
   from spacer_jax.spacer.train import init_train_state
-  pool = jax.jit(selfplay.prepare)(load_scenarios(pool_seeds(0)))
+  prepare = jax.jit(selfplay.prepare)
+  # Pools cycle the training set: more than it holds would repeat scenes.
+  num_pools = min(config.bc.num_pools,
+                  -(-config.data.num_train_scenarios // config.data.pool_size))
+  pools = [prepare(load_scenarios(pool_seeds(i))) for i in range(num_pools)]
   optimizer = optax.adam(config.bc.lr)
-  init = init_train_state(selfplay, optimizer, pool, jax.random.PRNGKey(config.seed + 3))
+  init = init_train_state(selfplay, optimizer, pools[0],
+                          jax.random.PRNGKey(config.seed + 3))
   params, opt_state = init.params, init.opt_state
   ckpt = Checkpointer(workdir)
   restored = ckpt.restore({'params': params, 'opt_state': opt_state})
@@ -134,8 +151,17 @@ def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: S
     return params
   logger = MetricLogger(workdir, print_keys=['bc_nll', 'bc_top1'],
                         total_steps=config.bc.steps)
-  if _episode_bytes(selfplay, pool) <= MAX_CACHED_EPISODE_BYTES:
-    pool = jax.jit(lambda w: expert_episode(selfplay, w))(pool)
+  # Goals hidden as in PPO (obs.goal_dropout), drawn once per agent and episode.
+  goal_key = jax.random.PRNGKey(config.seed + 5)
+  visible = [sample_goal_visible(jax.random.fold_in(goal_key, i), p.goal.shape[:2],
+                                 selfplay.obs_config) for i, p in enumerate(pools)]
+  if _episode_bytes(selfplay, pools[0]) * len(pools) <= MAX_CACHED_EPISODE_BYTES:
+    episode = jax.jit(lambda w, v: expert_episode(selfplay, w, v))
+    parts = [episode(p, v) for p, v in zip(pools, visible)]
+    pool = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=1), *parts)
+  else:
+    pool = (jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *pools),
+            jnp.concatenate(visible))
   bc_step = jax.jit(make_bc_step(selfplay, optimizer, config.bc.batch_worlds))
   rng = jax.random.PRNGKey(config.seed + 4)
   log_every = max(1, config.bc.steps // 20)

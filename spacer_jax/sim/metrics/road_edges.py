@@ -31,11 +31,14 @@ shapes):
   cell stores the ``K`` edge points whose planar distance to the cell *rectangle*
   (``dmin``) is smallest, sorted by roadgraph index, and a radius ``R`` such that every
   edge point *not* stored has ``dmin >= R``.
-* **Two-level build.** Ranking all ``M`` points for all ``G^2`` cells would cost
-  ``G^2 M``; instead each block of ``b x b`` cells first keeps its ``K_b`` nearest points
-  (radius ``R_b``), and each cell ranks only its block's list. A point outside the
-  block's list has ``dmin_cell >= dmin_block >= R_b``, so the cell's radius is
-  ``min(R_b, (K+1)-th dmin_cell in the block list)``: still a rigorous bound.
+* **Coarse-to-fine build.** Ranking all ``M`` points for all ``G^2`` cells would cost
+  ``G^2 M``; instead the grid is refined in levels (``RoadEdgeIndexConfig.levels``):
+  each region of a level keeps the ``K_l`` points nearest its rectangle among its
+  parent region's list (the top level ranks all ``M``), with a radius ``R_l``. A point
+  outside the parent's list has ``dmin_region >= dmin_parent >= R_parent``, so the
+  region's radius is ``min(R_parent, (K_l+1)-th dmin_region in the parent list)``: a
+  rigorous bound at every level, down to the cells. The cost is the sum over levels of
+  regions x parent-list length (top-k selections, the build's whole cost on XLA:CPU).
 
 Query: the cell containing q (clamped to the grid), the z-stretched distances to its K
 candidates, argmin, then the sign rule on the winner. **Exactness certificate:** let
@@ -81,6 +84,10 @@ class RoadEdgeIndexConfig:
       (never drops a point). With fewer slots than edge points the index is marked
       incomplete and no query is certified exact.
     margin: metres added around the edges' bounding box.
+    coarse_levels: the build's levels above the cells, coarse to fine: ``(regions per
+      axis, slots kept per region)`` pairs; each region count divides the next and
+      ``grid_size``, slot counts do not grow. None = the two-level build of
+      ``block_size`` / ``candidates_per_block``.
   """
 
   grid_size: int = 128
@@ -89,6 +96,7 @@ class RoadEdgeIndexConfig:
   candidates_per_block: int = 512
   max_edge_points: int | None = None
   margin: float = 10.0
+  coarse_levels: tuple[tuple[int, int], ...] | None = None
 
   def __post_init__(self):
     if self.grid_size < 1 or self.block_size < 1 or self.grid_size % self.block_size:
@@ -100,6 +108,20 @@ class RoadEdgeIndexConfig:
                        f'{self.candidates_per_block}.')
     if self.margin < 0:
       raise ValueError(f'RoadEdgeIndexConfig.margin must be >= 0, got {self.margin}.')
+    sizes = [n for n, _ in self.levels()] + [self.grid_size]
+    slots = [k for _, k in self.levels()] + [self.candidates_per_cell]
+    if (any(n < 1 or b % n for n, b in zip(sizes, sizes[1:]))
+        or any(k < 1 or k < kb for k, kb in zip(slots, slots[1:]))):
+      raise ValueError(f'RoadEdgeIndexConfig.coarse_levels={self.coarse_levels}: each '
+                       'region count must divide the next and grid_size '
+                       f'({self.grid_size}), and the slots kept must not grow down to '
+                       f'candidates_per_cell ({self.candidates_per_cell}).')
+
+  def levels(self) -> tuple[tuple[int, int], ...]:
+    """The build's levels above the cells (``coarse_levels`` or the two-level one)."""
+    if self.coarse_levels is not None:
+      return tuple((int(n), int(k)) for n, k in self.coarse_levels)
+    return ((self.grid_size // self.block_size, self.candidates_per_block),)
 
 
 @struct.dataclass
@@ -217,11 +239,45 @@ def _top_smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Arra
   return kept, idx, bound
 
 
+def _refine(pool: jax.Array, pool_ok: jax.Array, bound: jax.Array, px: jax.Array,
+            py: jax.Array, origin: jax.Array, extent: jax.Array, n: int, k: int
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One level of the build: each of ``n x n`` regions ranks its parent region's pool.
+
+  Args:
+    pool: ``(p, p, kp)`` int32 slots kept by each parent region (``p`` divides ``n``).
+    pool_ok: ``(p, p, kp)`` bool, the slot is a real edge point.
+    bound: ``(p, p)`` squared metres; every slot missing from a parent's pool is at
+      least this far from the parent region, so from each of its sub-regions.
+    px, py: ``(M,)`` slot coordinates (metres).
+    origin: ``(2,)`` the grid's lower-left corner. extent: ``(2,)`` the grid's size.
+    n: regions per axis at this level. k: slots each region keeps.
+
+  Returns:
+    ``(pool, ok, bound)``: ``(n, n, k)`` the kept slots (nearest the region rectangle
+    first) and whether each is real, and ``(n, n)`` the new bound ``min(parent bound,
+    (k+1)-th squared distance)``, which keeps the certificate rigorous at every level.
+  """
+  ratio = n // pool.shape[0]
+  i = jnp.arange(n)
+  parent = i // ratio
+  cand = pool[parent[:, None], parent[None, :]]  # (n, n, kp)
+  ok = pool_ok[parent[:, None], parent[None, :]]
+  size = extent / n
+  lo = origin[None, :] + i[:, None] * size[None, :]  # (n, 2)
+  hi = lo + size
+  ex = _rect_gap(lo[:, None, 0, None], hi[:, None, 0, None], px[cand])
+  ey = _rect_gap(lo[None, :, 1, None], hi[None, :, 1, None], py[cand])
+  d2 = jnp.where(ok, ex ** 2 + ey ** 2, jnp.inf)
+  kept_d2, local, next_d2 = _top_smallest(d2, min(k, cand.shape[-1]))
+  new_bound = jnp.minimum(next_d2, bound[parent[:, None], parent[None, :]])
+  return jnp.take_along_axis(cand, local, axis=-1), jnp.isfinite(kept_d2), new_bound
+
+
 def _build_single(rg: RoadgraphPoints, cfg: RoadEdgeIndexConfig) -> RoadEdgeIndex:
   num_points = rg.x.shape[-1]
   m = num_points if cfg.max_edge_points is None else min(cfg.max_edge_points, num_points)
-  g, bs = cfg.grid_size, cfg.block_size
-  nb = g // bs
+  g = cfg.grid_size
 
   # Compaction in roadgraph order (a scatter: cheaper than a sort).
   mask = rg.valid & is_road_edge(rg.types)
@@ -246,43 +302,26 @@ def _build_single(rg: RoadgraphPoints, cfg: RoadEdgeIndexConfig) -> RoadEdgeInde
   lo = jnp.where(any_edge, lo, 0.0) - cfg.margin
   hi = jnp.where(any_edge, hi, 0.0) + cfg.margin
   cell_size = jnp.maximum((hi - lo) / g, 1e-3)
-  origin = lo
+  origin, extent = lo, cell_size * g
 
-  # Stage 1: each block keeps its K_b nearest points (by distance to the rectangle).
-  block_lo = origin[None, :] + jnp.arange(nb)[:, None] * (bs * cell_size)[None, :]
-  block_hi = block_lo + bs * cell_size
-  gx = _rect_gap(block_lo[:, 0:1], block_hi[:, 0:1], px[None, :])  # (nb, M)
-  gy = _rect_gap(block_lo[:, 1:2], block_hi[:, 1:2], py[None, :])
-  d2_block = gx[:, None, :] ** 2 + gy[None, :, :] ** 2  # (nb, nb, M)
-  d2_block = jnp.where(point_valid, d2_block, jnp.inf).reshape(nb * nb, m)
-  kb = min(cfg.candidates_per_block, m)
-  pool_d2, pool, block_bound = _top_smallest(d2_block, kb)  # (nb^2, kb), (nb^2,)
-  pool_ok = jnp.isfinite(pool_d2)
-
-  # Stage 2: each cell ranks its block's pool.
-  ci = jnp.arange(g)
-  cell_lo = origin[None, :] + ci[:, None] * cell_size[None, :]  # (g, 2)
-  cell_hi = cell_lo + cell_size
-  block_of = (ci[:, None] // bs) * nb + (ci[None, :] // bs)  # (g, g)
-  cpool = pool[block_of]  # (g, g, kb)
-  cx, cy = px[cpool], py[cpool]
-  ex = _rect_gap(cell_lo[:, None, 0, None], cell_hi[:, None, 0, None], cx)
-  ey = _rect_gap(cell_lo[None, :, 1, None], cell_hi[None, :, 1, None], cy)
-  d2_cell = jnp.where(pool_ok[block_of], ex ** 2 + ey ** 2, jnp.inf)
-  k = min(cfg.candidates_per_cell, kb)
-  cand_d2, local, cell_bound = _top_smallest(d2_cell, k)  # (g, g, k), (g, g)
-  radius2 = jnp.minimum(cell_bound, block_bound[block_of])
-  ids = jnp.take_along_axis(cpool, local, axis=-1)
+  # Coarse to fine: the whole map is the one parent region of the first level; each
+  # level keeps, per region, the slots nearest its rectangle (module docstring).
+  pool = jnp.arange(m, dtype=jnp.int32)[None, None, :]
+  pool_ok = point_valid[None, None, :]
+  bound = jnp.full((1, 1), jnp.inf, px.dtype)
+  for n, k in cfg.levels() + ((g, cfg.candidates_per_cell),):
+    pool, pool_ok, bound = _refine(pool, pool_ok, bound, px, py, origin, extent, n, k)
   # Sort by slot (= roadgraph order) so argmin ties resolve like brute force; empty
   # slots sort last.
-  ids = jnp.sort(jnp.where(jnp.isfinite(cand_d2), ids, m), axis=-1)
+  ids = jnp.sort(jnp.where(pool_ok, pool, m), axis=-1)
   ok = ids < m
   ids = jnp.minimum(ids, m - 1)
   xyz = jnp.stack([jnp.where(ok, px[ids], jnp.inf), jnp.where(ok, py[ids], jnp.inf),
                    jnp.where(ok, pz[ids], jnp.inf)], axis=-2)  # (g, g, 3, k)
+  k = ids.shape[-1]
   return RoadEdgeIndex(
       point_features=features, cell_xyz=xyz.reshape(g * g, 3, k),
-      cell_ids=ids.reshape(g * g, k), cell_radius=jnp.sqrt(radius2).reshape(g * g),
+      cell_ids=ids.reshape(g * g, k), cell_radius=jnp.sqrt(bound).reshape(g * g),
       origin=origin, cell_size=cell_size, num_edge_points=count,
       complete=count <= m, grid_size=g)
 
