@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 
+from spacer_jax.sim.metrics.road_edges import RESET_INDEX_CONFIG, RoadEdgeIndexConfig
+
 
 class ControlledObjects(str, enum.Enum):
   """Which objects a policy controls after ``reset`` (the rest replay the log)."""
@@ -30,6 +32,8 @@ class EnvConfig:
       becoming invalid.
     build_road_edge_index: build the per-scenario road-edge index at reset so that
       off-road and road-edge distances are cheap per step (exact semantics either way).
+    road_edge_index: the index's sizes: build cost at reset against query cost and the
+      share of certified answers per step (docs/results.md has the measured trade-off).
   """
 
   init_steps: int = 11
@@ -39,6 +43,7 @@ class EnvConfig:
       default_factory=lambda: {'overlap': -1.0, 'offroad': -1.0})
   use_fallback: bool = False
   build_road_edge_index: bool = True
+  road_edge_index: RoadEdgeIndexConfig = RESET_INDEX_CONFIG
 
   def __post_init__(self):
     if self.init_steps < 1:

@@ -59,7 +59,8 @@ class MultiAgentEnvironment:
         is_controlled=jnp.asarray(controlled, bool) & state.object_metadata.is_valid)
     index = None
     if self.config.build_road_edge_index:
-      index = road_edges.build_road_edge_index(state.roadgraph_points)
+      index = road_edges.build_road_edge_index(state.roadgraph_points,
+                                               self.config.road_edge_index)
     return state.replace(object_metadata=metadata, road_edge_index=index)
 
   def _controlled_mask(self, state: SimulatorState) -> jax.Array:
