@@ -12,7 +12,6 @@ object centres every 0.5 s, moved by N(0, 5 m) in x and y (near roads, as boxes 
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -35,16 +34,6 @@ CONFIGS = {
     'G 32, K 96; levels 4/1024, 16/256': R(
         grid_size=32, candidates_per_cell=96, coarse_levels=((4, 1024), (16, 256))),
 }
-
-
-def _best(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def main() -> None:
@@ -72,9 +61,9 @@ def main() -> None:
   rows = {}
   for name, config in CONFIGS.items():
     build = jax.jit(lambda r, c=config: road_edges.build_road_edge_index(r, c))
-    build_s = _best(build, rg, repeats=args.repeats) / args.scenes
+    build_s = timing_utils.best_time(build, rg, repeats=args.repeats) / args.scenes
     index = build(rg)
-    query_s = _best(query, queries, index, repeats=args.repeats)
+    query_s = timing_utils.best_time(query, queries, index, repeats=args.repeats)
     fast = query(queries, index)
     wrong = np.abs(np.asarray(fast.distance) - np.asarray(brute.distance)) > 1e-4
     rows[name] = {
