@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from spacer_jax.eval.sim_agents import closed_loop_fn
 from spacer_jax.sim import builders
 from spacer_jax.sim.config import ControlledObjects, EnvConfig
 from spacer_jax.sim.datatypes import SimulatorState, TrafficLightStates
@@ -221,7 +222,6 @@ def run_following(policy: Any, params: Any, cases: list[FollowCase], rng: jax.Ar
   Returns ``{'cases': {name: {'no_contact': rate, 'behind': rate, 'min_gap': mean m,
   'final_speed': mean m/s}}, 'no_contact': overall rate, 'rollouts': R}``.
   """
-  from spacer_jax.eval.sim_agents import closed_loop_fn
   scenes = follow_scenes(cases) if scenes is None else scenes
   env = follow_env()
   run = closed_loop_fn(policy, env=env, vocab=vocab, num_steps=num_steps)
