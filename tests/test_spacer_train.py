@@ -51,11 +51,12 @@ def setup():
 
 
 def _trainer(setup, anchor_kind='reference', kl_coef=0.1, alpha=0.01, steps=1, lr=3e-4,
-             entropy_coef=1e-4):
+             entropy_coef=1e-4, critic_warmup_steps=0):
   config, selfplay, pool, rcfg, ref_params = setup
   anchor = (train_lib.Anchor('reference', rcfg, alpha) if anchor_kind == 'reference'
             else train_lib.Anchor('none'))
-  ppo = train_lib.PPOConfig(num_worlds=4, epochs=2, num_minibatches=2, lr=lr)
+  ppo = train_lib.PPOConfig(num_worlds=4, epochs=2, num_minibatches=2, lr=lr,
+                            critic_warmup_steps=critic_warmup_steps)
   opt = train_lib.make_optimizer(ppo)
   state = train_lib.init_train_state(selfplay, opt, pool, jax.random.PRNGKey(0))
   step = train_lib.make_train_step(selfplay, anchor,
@@ -141,6 +142,24 @@ def test_train_step_compiles_once_and_kl_to_reference_falls(setup, anchored):
     assert np.isfinite(float(metrics[key])), key
   assert kls[0] > 0.5, kls  # The peaked reference starts far from the policy.
   assert kls[-1] < 0.6 * kls[0], kls
+
+
+def test_critic_warmup_moves_the_critic_head_alone_then_everything(setup):
+  _, _, pool, _, ref_params = setup
+  state, step = _trainer(setup, critic_warmup_steps=1)
+  step = jax.jit(step)
+  first, _ = step(state, pool, ref_params)
+  second, _ = step(first, pool, ref_params)
+  moved = lambda a, b: jax.tree_util.tree_map_with_path(
+      lambda path, x, y: (jax.tree_util.keystr(path), bool(np.any(np.asarray(x != y)))),
+      a.params, b.params)
+  changes = dict(jax.tree_util.tree_leaves(moved(state, first), is_leaf=lambda x: (
+      isinstance(x, tuple))))
+  assert any(v for k, v in changes.items() if "'critic'" in k), changes
+  assert not any(v for k, v in changes.items() if "'critic'" not in k), changes
+  after = dict(jax.tree_util.tree_leaves(moved(first, second), is_leaf=lambda x: (
+      isinstance(x, tuple))))
+  assert all(after.values()), after  # Step 1 is past the warm-up: everything moves.
 
 
 def test_ppo_learns_on_tiny_scenarios(setup):

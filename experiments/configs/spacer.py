@@ -82,6 +82,7 @@ RULES = {
     'ppo.num_minibatches': 'int >= 1',
     'ppo.max_grad_norm': 'float > 0',  # A clip at 0 zeroes every gradient.
     'ppo.chunk_rows': 'int >= 0',  # 0 = by backend.
+    'ppo.critic_warmup_steps': 'int >= 0',
     'anchor.likelihood_weight': 'float >= 0',
     'anchor.kl_coef': 'float >= 0',
     'anchor.temperature': 'float > 0',
@@ -202,6 +203,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.ppo.max_grad_norm = 0.5
   # Valid agent-steps per gradient chunk, a speed setting: 0 = by backend (32 on CPU).
   c.ppo.chunk_rows = 0
+  # Train steps that fit the value alone before the policy moves (from a BC start the
+  # critic is untrained; 0 = none).
+  c.ppo.critic_warmup_steps = 0
 
   c.hr_ppo = ml_collections.ConfigDict()
   c.hr_ppo.bc_checkpoint = ''  # '' = train the BC policy first (see bc section).

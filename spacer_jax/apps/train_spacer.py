@@ -279,6 +279,7 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 'train.val_batch_size': 4,
                 # Runs before the field cloned pool 0 (goals always shown).
                 'bc.num_pools': 1,
+                'ppo.critic_warmup_steps': 0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -374,7 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             gae_lambda=config.ppo.gae_lambda, epochs=config.ppo.epochs,
                             num_minibatches=config.ppo.num_minibatches,
                             max_grad_norm=config.ppo.max_grad_norm,
-                            chunk_rows=config.ppo.chunk_rows)
+                            chunk_rows=config.ppo.chunk_rows,
+                            critic_warmup_steps=config.ppo.critic_warmup_steps)
   loss = LossConfig(clip_eps=config.loss.clip_eps, value_coef=config.loss.value_coef,
                     entropy_coef=config.loss.entropy_coef, kl_coef=config.anchor.kl_coef,
                     normalize_advantages=config.loss.normalize_advantages,

@@ -25,6 +25,9 @@ from flax import linen as nn
 from spacer_jax.sim.registry import Registry
 from spacer_jax.spacer.observation import NUM_AGENT_TYPES, PolicyObservation
 
+# Parameter subtree of the value head (the critic warm-up trains it alone).
+CRITIC_HEAD = 'critic'
+
 
 class MLPEncoder(nn.Module):
   """Linear-LayerNorm-tanh-Linear over the last axis."""
@@ -93,7 +96,7 @@ class LateFusionPolicy(nn.Module):
     type_index = jnp.clip(obs.type_index, 0, t - 1)
     logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
     logits = restrict_logits(logits, obs)
-    values = nn.Dense(1, name='critic')(h)[..., 0]
+    values = nn.Dense(1, name=CRITIC_HEAD)(h)[..., 0]
     return logits, values
 
 

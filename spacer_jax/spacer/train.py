@@ -49,6 +49,7 @@ from spacer_jax.spacer.acting import SAMPLE, Decoding
 from spacer_jax.spacer.gae import compute_gae
 from spacer_jax.spacer.losses import LossConfig, PPOBatch, entropy
 from spacer_jax.spacer.minibatch import make_minibatch_gradient, minibatch_indices
+from spacer_jax.spacer.policy import CRITIC_HEAD
 from spacer_jax.spacer.rewards import AgentStatus
 from spacer_jax.spacer.selfplay import TIME_MAJOR_FIELDS, Episode, SelfPlay, Worlds
 from spacer_jax.tokens.feasibility import restrict_log_probs
@@ -74,6 +75,8 @@ class PPOConfig:
       and run in chunks of this many, so padding costs less than one chunk (a speed
       setting; the gradient does not depend on it beyond float rounding). 0 = by
       backend (``spacer.minibatch.resolve_chunk_rows``: 32 on CPU, 8192 otherwise).
+    critic_warmup_steps: train steps at the start (counted from step 0 of the run) in
+      which only the critic head is updated (:func:`critic_only`).
   """
 
   num_worlds: int = 300
@@ -85,6 +88,7 @@ class PPOConfig:
   num_minibatches: int = 16
   max_grad_norm: float = 0.5
   chunk_rows: int = 0
+  critic_warmup_steps: int = 0
 
   def __post_init__(self):
     for name in ('num_worlds', 'epochs', 'num_minibatches'):
@@ -93,6 +97,9 @@ class PPOConfig:
     if self.chunk_rows < 0:
       raise ValueError(f'PPOConfig.chunk_rows must be >= 0 (0 = by backend), got '
                        f'{self.chunk_rows}.')
+    if self.critic_warmup_steps < 0:
+      raise ValueError(f'PPOConfig.critic_warmup_steps must be >= 0, got '
+                       f'{self.critic_warmup_steps}.')
     if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
       raise ValueError('PPOConfig.gamma must be in (0, 1] and gae_lambda in [0, 1].')
 
@@ -378,6 +385,25 @@ def make_episode_fn(selfplay: SelfPlay, anchor: Optional[Anchor] = None,
   return episode_fn
 
 
+def critic_only(grads: Any, warming_up: jax.Array) -> Any:
+  """``grads`` with every leaf outside the critic head zeroed while ``warming_up``.
+
+  The critic warm-up (``PPOConfig.critic_warmup_steps``) fits the value head on the
+  policy's current features before the policy moves: a policy started from BC would
+  otherwise be pushed around by the advantages of an untrained critic, and training
+  the shared trunk on the value loss alone would change the policy too. The head is the
+  parameter subtree named :data:`spacer_jax.spacer.policy.CRITIC_HEAD`.
+  """
+  def keep(path, g):
+    in_head = any(getattr(k, 'key', None) == CRITIC_HEAD for k in path)
+    return g if in_head else jnp.where(warming_up, jnp.zeros_like(g), g)
+  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(grads)[0]]
+  if not any(any(getattr(k, 'key', None) == CRITIC_HEAD for k in p) for p in paths):
+    raise ValueError(f'PPOConfig.critic_warmup_steps > 0 needs a critic head named '
+                     f'{CRITIC_HEAD!r} in the policy parameters; none found.')
+  return jax.tree_util.tree_map_with_path(keep, grads)
+
+
 def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                     ppo: PPOConfig, optimizer: optax.GradientTransformation,
                     mesh: Optional[Mesh] = None
@@ -404,7 +430,7 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
   minibatch_gradient = make_minibatch_gradient(selfplay.policy.apply, loss_config,
                                                ppo.chunk_rows, mesh)
 
-  def update(params, opt_state, batch: PPOBatch, rng, kl_coef):
+  def update(params, opt_state, batch: PPOBatch, rng, kl_coef, warming_up):
     """PPO epochs over ``batch``, laid out ``(W, T * N, ...)`` (world-major)."""
     m = ppo.num_minibatches
 
@@ -415,6 +441,8 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
         index, in_mb = xs
         params, opt_state = carry
         grads, metrics = minibatch_gradient(params, batch, index, in_mb, kl_coef)
+        if ppo.critic_warmup_steps:
+          grads = critic_only(grads, warming_up)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         # An empty minibatch (fewer valid agent-steps than minibatches) must not move
         # Adam's moments or the parameters.
@@ -466,7 +494,7 @@ def make_train_step(selfplay: SelfPlay, anchor: Anchor, loss_config: LossConfig,
                        valid=acted)
       params, opt_state, loss_metrics = update(
           state.params, state.opt_state, constrain(_world_major(batch), mesh), k_update,
-          kl_coef)
+          kl_coef, state.step < ppo.critic_warmup_steps)
     metrics.update(loss_metrics)
     if kl_coef is not None:
       metrics['kl_coef'] = kl_coef
@@ -530,7 +558,7 @@ def make_evaluate(selfplay: SelfPlay, mesh: Optional[Mesh] = None,
   return evaluate
 
 
-__all__ = ['ANCHORS', 'Anchor', 'AnchorWeights', 'PPOConfig', 'TrainState',
+__all__ = ['ANCHORS', 'Anchor', 'AnchorWeights', 'PPOConfig', 'TrainState', 'critic_only',
            'anchor_log_probs', 'episode_metrics', 'init_train_state', 'make_episode_fn',
            'make_evaluate', 'make_optimizer', 'make_sweep', 'make_train_iteration',
            'make_train_step', 'minibatch_indices', 'sample_worlds', 'stack_runs',
