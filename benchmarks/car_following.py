@@ -4,7 +4,9 @@ Runs :mod:`spacer_jax.eval.car_following`'s scenes (a stopped, braking, slower o
 queued leader ahead of a follower at 10-30 m/s, straight and in a bend) with the policy
 driving the follower, ``--rollouts`` sampled rollouts each, and reports the share of
 rollouts without contact per case and overall (the reference issue's target: >= 95%),
-plus log replay and IDM as sanity rows.
+plus log replay and IDM as sanity rows. The ablation runs the policy again with the
+leaders removed (the same road, the follower alone): a follower whose final speed does
+not drop when a stopped car stands ahead is not reacting to it.
 
   python benchmarks/car_following.py --policy reference:default --rollouts 8 --json OUT
 """
@@ -57,6 +59,15 @@ def main() -> None:
     kinds = ' | '.join(f'{k} {np.mean(v):.3f}' for k, v in by_kind.items())
     print(f"{spec}: no contact {out['no_contact']:.3f} (behind {out['behind']:.3f}) | "
           f'{kinds}', flush=True)
+  alone = cf.run_following(policy, params, cases, jax.random.PRNGKey(args.seed),
+                           vocab=vocab, rollouts=args.rollouts,
+                           scenes=cf.follow_scenes(cases, with_leader=False))
+  results[f'{args.policy} without leaders'] = alone
+  for kind in ('stopped', 'queue', 'braking', 'slower'):
+    names = [c.name for c in cases if c.leader == kind]
+    speed = lambda r, names=names: np.mean([r['cases'][n]['final_speed'] for n in names])
+    print(f'{kind}: final speed with leader {speed(out):.1f} m/s, alone {speed(alone):.1f} m/s',
+          flush=True)
   report_json({'settings': vars(args), 'results': results}, args.json or '')
 
 

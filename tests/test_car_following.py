@@ -35,6 +35,9 @@ def test_scenes_place_the_leader_as_specified(scenes):
   assert np.asarray(scenes.object_metadata.is_modeled)[:, 1].all()
   assert not np.asarray(scenes.object_metadata.is_modeled)[:, [0, 2, 3]].any()
   assert np.asarray(scenes.object_metadata.is_valid)[1].sum() == 4  # the queue
+  alone = cf.follow_scene(CASES[1], with_leader=False)  # the ablation: follower alone
+  assert np.asarray(alone.log_trajectory.valid).any(-1).tolist()[:4] == [False, True,
+                                                                         False, False]
   with pytest.raises(ValueError, match='leader'):
     cf.FollowCase('parked', 10.0, 10.0)
   assert len(cf.default_cases()) == 48 and max(c.speed for c in cf.default_cases()) == 30.0

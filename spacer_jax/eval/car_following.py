@@ -136,11 +136,12 @@ def _follower_arc(case: FollowCase, t: np.ndarray, leader: np.ndarray) -> np.nda
   return out
 
 
-def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500
-                 ) -> SimulatorState:
+def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500,
+                 with_leader: bool = True) -> SimulatorState:
   """The scene of one case (module doc), un-reset; object 0 the leader, object 1 the
   follower (modeled, and the SDC: ``MODELED`` control takes the SDC too), queued cars
-  after them."""
+  after them. ``with_leader=False`` marks the leader and queue invalid (the ablation:
+  what the follower does on the same road alone)."""
   t = (np.arange(NUM_STEPS) - CURRENT) * DT
   s_lead0 = case.gap + LENGTH  # centre to centre at the current step
   lead = _leader_arc(case, t, s_lead0)
@@ -149,8 +150,11 @@ def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500
     arcs += [lead + QUEUE_SPACING * k for k in (1, 2)]
   xs, ys, yaws = zip(*(_pose_at(case.radius, a) for a in arcs))
   n = len(arcs)
+  valid = np.ones((n, NUM_STEPS), bool)
+  if not with_leader:
+    valid[np.arange(n) != FOLLOWER] = False
   traj = builders.trajectory_from_arrays(
-      np.stack(xs), np.stack(ys), np.stack(yaws), np.ones((n, NUM_STEPS), bool),
+      np.stack(xs), np.stack(ys), np.stack(yaws), valid,
       length=np.full(n, LENGTH), width=np.full(n, WIDTH), num_objects=num_objects)
   modeled = np.zeros(n, bool)
   modeled[FOLLOWER] = True
@@ -175,10 +179,11 @@ def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500
   return builders.make_state(traj, meta, road, log_traffic_light=lights)
 
 
-def follow_scenes(cases: list[FollowCase], num_objects: int = 8, num_points: int = 1500
-                  ) -> SimulatorState:
+def follow_scenes(cases: list[FollowCase], num_objects: int = 8, num_points: int = 1500,
+                  with_leader: bool = True) -> SimulatorState:
   """The scenes of ``cases`` stacked on a batch axis ``(C,)``."""
-  return builders.stack_states([follow_scene(c, num_objects, num_points) for c in cases])
+  return builders.stack_states([follow_scene(c, num_objects, num_points, with_leader)
+                                for c in cases])
 
 
 def follow_env() -> MultiAgentEnvironment:
