@@ -112,7 +112,7 @@ def test_pedestrian_on_a_logged_sidewalk_gets_no_offroad_penalty(default_episode
 def test_events_count_once_and_the_agent_keeps_acting():
   status = rewards.AgentStatus.create(jnp.array([True, True]),
                                       at_goal_now=jnp.array([False, True]))
-  config = rewards.RewardConfig()
+  config = rewards.RewardConfig(goal_after_infraction=True)  # (default False: below)
   flags = [(True, True, False), (True, True, True), (False, False, True)]
   rewards_seen = []
   for col, off, goal in flags:
@@ -125,6 +125,23 @@ def test_events_count_once_and_the_agent_keeps_acting():
   # its goal and earns nothing for standing there.
   np.testing.assert_allclose(np.stack(rewards_seen), [[-1.5, 0.0], [1.0, 0.0], [0.0, 0.0]])
   assert status.alive.all() and bool(status.goal_reached[1])
+
+
+def test_an_infraction_forfeits_the_goal_by_default():
+  # Three agents reach their goals at step 1: one collided at step 0, one collides at
+  # step 1 itself, one drove cleanly. Only the clean one earns the goal; all keep acting.
+  status = rewards.AgentStatus.create(jnp.ones(3, bool))
+  config = rewards.RewardConfig()
+  assert not config.goal_after_infraction
+  steps = [(jnp.array([True, False, False]), jnp.zeros(3, bool)),
+           (jnp.array([True, True, False]), jnp.ones(3, bool))]
+  seen = []
+  for collided, reached in steps:
+    status, ev = rewards.update_status(status, collided, jnp.zeros(3, bool), reached, config)
+    seen.append(np.asarray(rewards.step_reward(ev, jnp.zeros(3), config, 0.0)))
+    assert ev.acted.all()
+  np.testing.assert_allclose(np.stack(seen), [[-0.75, 0.0, 0.0], [0.0, -0.75, 1.0]])
+  assert np.asarray(status.goal_reached).tolist() == [False, False, True]
 
 
 def test_feasible_actions_restrict_acting_and_the_losses():

@@ -263,7 +263,10 @@ def _run(config, flags):
 
 @pytest.mark.parametrize('behaviour', ['remove', 'freeze', 'continue'])
 def test_terminal_behaviours(behaviour):
-  config = rewards.RewardConfig(after_collision=behaviour, after_goal=behaviour)
+  # Goals after a collision allowed here, to see each behaviour's goal (the default
+  # forfeits it: tests/test_spacer_episodes.py).
+  config = rewards.RewardConfig(after_collision=behaviour, after_goal=behaviour,
+                                goal_after_infraction=True)
   steps = [(False, False, False), (True, False, False), (True, False, True),
            (False, False, True)]
   status, out = _run(config, steps)

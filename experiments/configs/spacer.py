@@ -70,6 +70,7 @@ RULES = {
     'reward.after_collision': ('remove', 'freeze', 'continue'),
     'reward.after_offroad': ('remove', 'freeze', 'continue'),
     'reward.exempt_log_offroad': 'bool',
+    'reward.goal_after_infraction': 'bool',
     'loss.clip_eps': 'float > 0',
     'loss.value_coef': 'float >= 0',
     'loss.entropy_coef': 'float >= 0',
@@ -186,6 +187,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # No off-road penalty for agents whose log is off road (sidewalk pedestrians): WOSAC
   # scores the likelihood of the logged off-road flag.
   c.reward.exempt_log_offroad = True
+  # A collision or off-road event forfeits the goal (agents keep acting): otherwise a
+  # collision (-0.75) on the way to the goal (+1) pays.
+  c.reward.goal_after_infraction = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.clip_eps = 0.2

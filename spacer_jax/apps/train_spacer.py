@@ -275,6 +275,8 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 'anchor.kl_warmup_steps': 0,
                 # Runs before the field penalised every off-road agent.
                 'reward.exempt_log_offroad': False,
+                # Runs before the field let a collided agent still earn its goal.
+                'reward.goal_after_infraction': True,
                 'train.val_rollouts': 8,
                 'train.val_batch_size': 4,
                 # Runs before the field cloned pool 0 (goals always shown).

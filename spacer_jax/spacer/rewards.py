@@ -61,6 +61,12 @@ class RewardConfig:
     after_goal, after_collision, after_offroad: one of ``TERMINAL_BEHAVIOURS``.
     exempt_log_offroad: no off-road event (penalty, removal) for agents whose logged
       trajectory is off road at any step of the episode.
+    goal_after_infraction: whether an agent that has collided or gone off road may still
+      earn its goal. With agents acting on after an event (``'continue'``), allowing it
+      makes a collision on the way cost 0.75 against a goal worth 1: driving through
+      others to the goal pays. False (default) makes the goal count only for an agent
+      without an earlier (or same-step) collision or off-road event, as removal did;
+      PufferDrive fixed the same loophole (its issue #450).
   """
 
   goal_weight: float = 1.0
@@ -71,6 +77,7 @@ class RewardConfig:
   after_collision: str = 'continue'
   after_offroad: str = 'continue'
   exempt_log_offroad: bool = True
+  goal_after_infraction: bool = False
 
   def __post_init__(self):
     for name in ('after_goal', 'after_collision', 'after_offroad'):
@@ -93,7 +100,9 @@ class AgentStatus:
     frozen: stopped after an event with ``'freeze'``; stays in the scene.
     removed: taken out of the scene after an event with ``'remove'``.
     goal_reached, collided, offroad: the event has happened at least once (an agent
-      that starts within its goal radius counts as at goal from the start).
+      that starts within its goal radius counts as at goal from the start; without
+      ``RewardConfig.goal_after_infraction`` a goal counts only before any collision or
+      off-road event).
     started_at_goal: within the goal radius at the start (no goal to reach).
   """
 
@@ -179,9 +188,11 @@ def update_status(status: AgentStatus, collided: jax.Array, offroad: jax.Array,
     events, and each kind of event happens at most once per agent and episode.
   """
   alive = status.alive
-  goal = alive & reached & ~status.goal_reached
   collision = alive & collided & ~status.collided
   off = alive & offroad & ~status.offroad
+  goal = alive & reached & ~status.goal_reached
+  if not config.goal_after_infraction:
+    goal = goal & ~(status.collided | status.offroad | collision | off)
   events = {'goal': (goal, config.after_goal),
             'collision': (collision, config.after_collision),
             'offroad': (off, config.after_offroad)}
