@@ -37,7 +37,8 @@ def test_unknown_override_gets_did_you_mean():
 
 def test_unknown_override_without_near_miss_lists_the_section():
   config = spacer_configs.get_config('')
-  expected = r'ppo.zzz; the fields of ppo are adam_eps, chunk_rows, epochs'
+  expected = (r'ppo.zzz; the fields of ppo are adam_eps, chunk_rows, critic_warmup_steps, '
+              r'epochs')
   with pytest.raises(ConfigError, match=expected):
     config_checks.check_overrides(['prog', '--config.ppo.zzz=1'], config)
   with pytest.raises(ConfigError, match='foo.bar; the top-level fields are anchor, bc, data'):
