@@ -136,7 +136,7 @@ def _follower_arc(case: FollowCase, t: np.ndarray, leader: np.ndarray) -> np.nda
   return out
 
 
-def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500,
+def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 6000,
                  with_leader: bool = True) -> SimulatorState:
   """The scene of one case (module doc), un-reset; object 0 the leader, object 1 the
   follower (modeled, and the SDC: ``MODELED`` control takes the SDC too), queued cars
@@ -168,7 +168,8 @@ def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500,
   polylines = [builders.Polyline(centre - HALF_LANE * normal, 15, 1),
                builders.Polyline((centre + HALF_LANE * normal)[::-1], 15, 2),
                builders.Polyline(centre, 2, 3)]
-  road = builders.roadgraph_from_polylines(polylines, num_points=num_points, spacing=2.0)
+  # Sampled every 0.5 m as the generator's (and WOMD's) maps are.
+  road = builders.roadgraph_from_polylines(polylines, num_points=num_points, spacing=0.5)
   lights = None
   if case.leader == 'queue':
     stop = _pose_at(case.radius, np.array([arcs[-1][0] + LENGTH / 2 + 1.0]))
@@ -179,7 +180,7 @@ def follow_scene(case: FollowCase, num_objects: int = 8, num_points: int = 1500,
   return builders.make_state(traj, meta, road, log_traffic_light=lights)
 
 
-def follow_scenes(cases: list[FollowCase], num_objects: int = 8, num_points: int = 1500,
+def follow_scenes(cases: list[FollowCase], num_objects: int = 8, num_points: int = 6000,
                   with_leader: bool = True) -> SimulatorState:
   """The scenes of ``cases`` stacked on a batch axis ``(C,)``."""
   return builders.stack_states([follow_scene(c, num_objects, num_points, with_leader)
