@@ -109,6 +109,13 @@ def against_traffic_progress(x: jax.Array, y: jax.Array, valid: jax.Array,
   return jnp.where(against & moved, step, 0.0)
 
 
+def window_sums(a: jax.Array, window: int) -> jax.Array:
+  """Sums of every ``window`` consecutive entries along the last axis (length shrinks
+  by ``window - 1``)."""
+  c = jnp.cumsum(jnp.concatenate([jnp.zeros_like(a[..., :1]), a], -1), -1)
+  return c[..., window:] - c[..., :-window]
+
+
 def driving_direction_compliance(against: jax.Array, *, window: int, compliance: float,
                                  violation: float) -> tuple[jax.Array, jax.Array]:
   """nuPlan's driving-direction term from per-step metres against traffic ``(..., W)``.
@@ -116,12 +123,10 @@ def driving_direction_compliance(against: jax.Array, *, window: int, compliance:
   Returns ``(term, worst)``: the term (1, 0.5 or 0) and the most metres driven against
   traffic within any ``window`` consecutive steps, both ``(...)``.
   """
-  w = min(window, against.shape[-1])
-  c = jnp.cumsum(jnp.concatenate([jnp.zeros_like(against[..., :1]), against], -1), -1)
-  worst = jnp.max(c[..., w:] - c[..., :-w], -1)
+  worst = jnp.max(window_sums(against, min(window, against.shape[-1])), -1)
   term = jnp.where(worst <= compliance, 1.0, jnp.where(worst <= violation, 0.5, 0.0))
   return term, worst
 
 
 __all__ = ['against_traffic_progress', 'driving_direction_compliance',
-           'ego_time_to_collision']
+           'ego_time_to_collision', 'window_sums']

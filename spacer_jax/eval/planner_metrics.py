@@ -291,8 +291,7 @@ def first_contacts(trajectory: Trajectory, rows: jax.Array, start_step: int,
 
 def _moving_average(a: jax.Array, window: int) -> jax.Array:
   """'valid' moving average along the last axis (length shrinks by ``window - 1``)."""
-  c = jnp.cumsum(jnp.concatenate([jnp.zeros_like(a[..., :1]), a], -1), -1)
-  return (c[..., window:] - c[..., :-window]) / window
+  return pdm_terms.window_sums(a, window) / window
 
 
 def comfort_extremes(x: jax.Array, y: jax.Array, yaw: jax.Array,

@@ -214,23 +214,25 @@ def reference_progress(scores: Mapping[str, EpisodeScores], mode: str = 'best'
   return best
 
 
+def _episode_values(scores: EpisodeScores) -> dict[str, np.ndarray]:
+  """Per-episode values of every :data:`INTERVAL_COLUMNS` column, float64 in the
+  episodes' shape: the table's entry is their mean over valid episodes."""
+  values = {c: getattr(scores, c) for c in SCORE_COLUMNS}
+  values.update(at_fault_collision_rate=scores.at_fault_collision,
+                collision_rate=scores.ego_collision,
+                false_positive_rate=np.asarray(scores.false_positive_count) > 0)
+  return {c: np.asarray(v, np.float64) for c, v in values.items()}
+
+
 def _intervals(scores: EpisodeScores, draws: np.ndarray, level: float
                ) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
   """Bootstrap intervals of one planner x mode's :data:`INTERVAL_COLUMNS` from episodes
   ``(R, S)``, and the resampled mean scores ``(B,)`` (for the rank correlations)."""
   valid = np.asarray(scores.valid)
-  values = {c: getattr(scores, c) for c in SCORE_COLUMNS}
-  values.update(at_fault_collision_rate=scores.at_fault_collision,
-                collision_rate=scores.ego_collision,
-                false_positive_rate=np.asarray(scores.false_positive_count) > 0)
-  out, score_means = {}, None
-  for column in INTERVAL_COLUMNS:
-    sums, counts = bootstrap.per_scene_sums(values[column], valid)
-    means = bootstrap.resampled_means(sums, counts, draws)
-    out[column] = bootstrap.percentile_interval(means, level)
-    if column == 'score':
-      score_means = means
-  return out, score_means
+  means = {c: bootstrap.resampled_means(*bootstrap.per_scene_sums(v, valid), draws)
+           for c, v in _episode_values(scores).items()}
+  return ({c: bootstrap.percentile_interval(m, level) for c, m in means.items()},
+          means['score'])
 
 
 def _correlation(a: str, b: str, names: list[str], table, resampled, level: float
@@ -257,14 +259,10 @@ def summarise(scores: EpisodeScores) -> dict[str, float]:
   """Means over valid episodes (module doc's columns)."""
   valid = np.asarray(scores.valid).reshape(-1)
   count = int(valid.sum())
-  mean = lambda a: float(np.asarray(a, np.float64).reshape(-1)[valid].mean()) if count else (
-      float('nan'))
-  row = {c: mean(getattr(scores, c)) for c in SCORE_COLUMNS}
+  mean = lambda a: float(a.reshape(-1)[valid].mean()) if count else float('nan')
+  row = {c: mean(v) for c, v in _episode_values(scores).items()}
   fp = np.asarray(scores.false_positive_count).reshape(-1)[valid]
-  row.update(at_fault_collision_rate=mean(scores.at_fault_collision),
-             collision_rate=mean(scores.ego_collision),
-             false_positive_rate=float((fp > 0).mean()) if count else float('nan'),
-             false_positive_collisions=float(fp.sum()), episodes=float(count))
+  row.update(false_positive_collisions=float(fp.sum()), episodes=float(count))
   return row
 
 

@@ -394,11 +394,9 @@ def critic_only(grads: Any, warming_up: jax.Array) -> Any:
   the shared trunk on the value loss alone would change the policy too. The head is the
   parameter subtree named :data:`spacer_jax.spacer.policy.CRITIC_HEAD`.
   """
-  def keep(path, g):
-    in_head = any(getattr(k, 'key', None) == CRITIC_HEAD for k in path)
-    return g if in_head else jnp.where(warming_up, jnp.zeros_like(g), g)
-  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(grads)[0]]
-  if not any(any(getattr(k, 'key', None) == CRITIC_HEAD for k in p) for p in paths):
+  in_head = lambda path: any(getattr(k, 'key', None) == CRITIC_HEAD for k in path)
+  keep = lambda path, g: g if in_head(path) else jnp.where(warming_up, jnp.zeros_like(g), g)
+  if not any(in_head(p) for p, _ in jax.tree_util.tree_flatten_with_path(grads)[0]):
     raise ValueError(f'PPOConfig.critic_warmup_steps > 0 needs a critic head named '
                      f'{CRITIC_HEAD!r} in the policy parameters; none found.')
   return jax.tree_util.tree_map_with_path(keep, grads)

@@ -127,8 +127,8 @@ class RoadEdgeIndexConfig:
 # The environment's index (``EnvConfig.road_edge_index``), built at every reset: half
 # the cells with twice the candidates of the default and a three-level build. On
 # generated 20,000-point maps (benchmarks/road_edge_index.py, docs/results.md) it builds
-# 2.4x faster, holds half the memory (6.4 MB a scene) and certifies more answers; a
-# query reads 96 candidates instead of 48 (about 1.3x its time).
+# 2.4x faster, holds half the memory (6.9 MB a scene) and certifies more answers; a
+# query reads 96 candidates instead of 48 (about 1.35x its time).
 RESET_INDEX_CONFIG = RoadEdgeIndexConfig(grid_size=64, candidates_per_cell=96,
                                          coarse_levels=((4, 2048), (16, 512)))
 
