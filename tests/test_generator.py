@@ -581,3 +581,56 @@ def test_parallel_rejects_bad_arguments():
     generate_parallel([0], PAR_CFG, num_workers=2, start_method='fork')
   with pytest.raises(ValueError, match='map_fn'):
     generate_parallel([0], PAR_CFG, num_workers=2, map_fn=lambda s: s)
+
+
+# ------------------------------------------------------------------------ incidents
+INCIDENT_CFG = GeneratorConfig(num_objects=32, num_roadgraph_points=6000)
+INCIDENT_SEEDS = range(200, 230)
+
+
+def _hard_stops(state):
+  """Vehicles that fall from >= 8 m/s to <= 1 m/s within 3 s of the log."""
+  t = _np(state.log_trajectory)
+  speed = np.hypot(t['vel_x'], t['vel_y'])
+  types = np.asarray(state.object_metadata.object_types)
+  count = 0
+  for i in np.nonzero(types == 1)[0]:
+    for s in range(0, speed.shape[1] - 30, 5):
+      window = t['valid'][i, s:s + 31]
+      if window.all() and speed[i, s] >= 8.0 and speed[i, s + 30] <= 1.0:
+        count += 1
+        break
+  return count
+
+
+def test_incident_rate_is_a_probability():
+  for bad in (-0.1, 1.5):
+    with pytest.raises(ValueError, match='incident_rate'):
+      GeneratorConfig(incident_rate=bad)
+
+
+def test_incidents_make_hard_stops_without_collisions():
+  """Stalled cars and slow-downs put fast vehicles into hard stops the settled traffic
+  rarely shows, and the traffic behind them still never touches them."""
+  plain = [generate_scenario(s, INCIDENT_CFG) for s in INCIDENT_SEEDS]
+  with_incidents = [generate_scenario(s, dataclasses.replace(INCIDENT_CFG,
+                                                             incident_rate=1.0))
+                    for s in INCIDENT_SEEDS]
+  stops_plain = sum(_hard_stops(st) for st in plain)
+  stops = sum(_hard_stops(st) for st in with_incidents)
+  assert stops >= stops_plain + 8, (stops_plain, stops)
+  for st in with_incidents:
+    t = _np(st.log_trajectory)
+    types = np.asarray(st.object_metadata.object_types)
+    corners = _corners(t['x'], t['y'], t['length'], t['width'], t['yaw'])
+    for ti in range(0, t['x'].shape[1], 2):
+      idx = np.nonzero(t['valid'][:, ti] & (types == 1))[0]
+      for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+          i, j = idx[a], idx[b]
+          if np.hypot(t['x'][i, ti] - t['x'][j, ti], t['y'][i, ti] - t['y'][j, ti]) > 14:
+            continue
+          assert not _sat_overlap(corners[i, ti], corners[j, ti]), (ti, i, j)
+  # Incidents draw from their own stream: the map of a seed is the same with them.
+  np.testing.assert_array_equal(np.asarray(plain[0].roadgraph_points.x),
+                                np.asarray(with_incidents[0].roadgraph_points.x))

@@ -104,6 +104,56 @@ def test_relative_pose_features_known_answer():
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_relative_motion_features_known_answer():
+  # The query drives north at 2 m per token; keys 10 m ahead of it.
+  q_start, q_end = jnp.array([0.0, -2.0, np.pi / 2]), jnp.array([0.0, 0.0, np.pi / 2])
+  stopped = (jnp.array([0.0, 10.0, np.pi / 2]), jnp.array([0.0, 10.0, np.pi / 2]))
+  same = (jnp.array([0.0, 8.0, np.pi / 2]), jnp.array([0.0, 10.0, np.pi / 2]))
+  away = (jnp.array([0.0, 6.0, np.pi / 2]), jnp.array([0.0, 10.0, np.pi / 2]))
+  got = np.stack([np.asarray(feat.relative_motion_features(q_start, q_end, *k))
+                  for k in (stopped, same, away)])
+  scale = feat.MOTION_SCALE
+  want = np.array([[-2.0 / scale, 0.0, 2.0 / scale, 0.2],   # closing at 2 m per token
+                   [0.0, 0.0, 0.0, 0.0],                     # same speed
+                   [2.0 / scale, 0.0, -2.0 / scale, -0.2]])  # pulling away
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_motion_features_keep_the_model_consistent():
+  """With relative motion in the agent->agent keys: step-by-step decoding still equals
+  the teacher-forced pass, the scene's placement still does not matter, and a loaded
+  model that gains the features (zero weights) predicts exactly what it did."""
+  from spacer_jax.models.train import add_motion_features
+  inputs = _synthetic_inputs(seed=1)
+  params = models.init_reference(TINY, jax.random.key(1), inputs)
+  config, widened = add_motion_features(TINY, params)
+  assert config.agent_motion_features
+  base = np.asarray(models.reference_log_probs(TINY, params, inputs))
+  np.testing.assert_allclose(
+      np.asarray(models.reference_log_probs(config, widened, inputs)), base, atol=1e-5)
+  trained = models.init_reference(config, jax.random.key(2), inputs)
+  full = np.asarray(models.reference_log_probs(config, trained, inputs))
+  stepped = np.asarray(models.next_token_log_probs_incremental(config, trained, inputs))
+  np.testing.assert_allclose(stepped, full, atol=2e-5)
+  # Slowing agent 0 down (its last token starts closer to where it ends) changes what
+  # the others predict through the motion inputs, not only through agent 0's embedding:
+  # the same change with the motion weights zeroed moves them less.
+  poses = np.array(inputs.token_poses)
+  poses[:, 0, -2, :2] = poses[:, 0, -1, :2]   # agent 0 stood still over its last token
+  slowed = inputs.replace(token_poses=jnp.asarray(poses))
+  moved = np.abs(np.asarray(models.reference_log_probs(config, trained, slowed))
+                 - full)[:, 3, -1].max()
+  kernel = trained['params']['agent_rel']['in']['kernel']
+  no_motion = jax.tree.map(lambda a: a, trained)
+  no_motion['params']['agent_rel']['in']['kernel'] = kernel.at[5:].set(0.0)
+  ref = np.asarray(models.reference_log_probs(config, no_motion, inputs))
+  moved_without = np.abs(np.asarray(models.reference_log_probs(config, no_motion, slowed))
+                         - ref)[:, 3, -1].max()
+  assert moved > moved_without + 1e-4, (moved, moved_without)
+  with pytest.raises(ValueError, match='already'):
+    add_motion_features(config, widened)
+
+
 def _reference_segments(rg, center, step, count):
   """Numpy chopping of polylines into segments; start points of the nearest ``count``."""
   x, y, ids, valid = (np.asarray(a) for a in (rg.x, rg.y, rg.ids, rg.valid))

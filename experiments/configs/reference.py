@@ -15,6 +15,9 @@ Variants (``reference.py:<variant>``, combine with commas, e.g. ``cpu,catk``):
   ``tiny``: seconds (tests).
   ``catk``: closed-loop fine-tuning (CAT-K) of ``--config.init_checkpoint`` (a
     reference artifact or train_reference workdir).
+  ``follow``: car following: relative motion (closing speed) in the agent->agent keys,
+    half the generated scenes with incidents (stalled cars, slow-downs); from an
+    ``init_checkpoint`` without them the model gains the inputs with zero weights.
 
 The fields, their defaults and their ranges live in ``spacer_jax.models.recipes``: the
 library trains its default reference from the same recipe, and cannot import this

@@ -41,6 +41,10 @@ class ReferenceConfig:
     position_scale: metres that relative positions and lengths are divided by.
     rel_dim: width of the relative pose embeddings shared by all layers (one per
       key-query pair, so it sets most of the pass's memory traffic).
+    agent_motion_features: the agent->agent keys also carry how the other agent moves
+      relative to the query over the last token (relative displacement, closing speed,
+      inverse time to contact: ``features.relative_motion_features``). False in models
+      trained before it existed.
   """
 
   hidden: int = 128
@@ -59,6 +63,7 @@ class ReferenceConfig:
   dropout: float = 0.1
   position_scale: float = 20.0
   rel_dim: int = 32
+  agent_motion_features: bool = False
 
   def __post_init__(self):
     positive = ('hidden', 'num_heads', 'agent_layers', 'num_tokens', 'num_agent_types',

@@ -15,6 +15,9 @@ from spacer_jax.sim import geometry
 from spacer_jax.sim.datatypes import RoadgraphPoints
 
 NUM_RELATIVE_FEATURES = 5
+NUM_MOTION_FEATURES = 4
+# Metres per token that relative motion is divided by: 2 m per 0.2 s token is 10 m/s.
+MOTION_SCALE = 2.0
 
 
 def relative_pose_features(query_pose: jax.Array, key_pose: jax.Array) -> jax.Array:
@@ -34,6 +37,35 @@ def relative_pose_features(query_pose: jax.Array, key_pose: jax.Array) -> jax.Ar
   dist = jnp.sqrt(jnp.sum(offset**2, axis=-1) + 1e-12)
   return jnp.concatenate(
       [local, jnp.sin(dyaw)[..., None], jnp.cos(dyaw)[..., None], dist[..., None]], axis=-1)
+
+
+def relative_motion_features(query_start: jax.Array, query_end: jax.Array,
+                             key_start: jax.Array, key_end: jax.Array) -> jax.Array:
+  """How ``key`` moves relative to ``query`` over their last token (closing speed).
+
+  Relative pose alone says where the car ahead is, not whether it is stopped or pulling
+  away; a follower needs the closing speed to brake in time.
+
+  Args:
+    query_start, query_end: ``(..., 3)`` (x, y, yaw) before / after the query's token.
+    key_start, key_end: ``(..., 3)`` the same for the key, broadcastable.
+
+  Returns:
+    ``(..., 4)``, in units of ``MOTION_SCALE`` metres per token: the key's displacement
+    minus the query's, in the query's frame (x ahead, y left); the closing speed (the
+    rate the distance shrinks, > 0 when approaching); and the closing speed divided by
+    the distance in metres over ``MOTION_SCALE`` (an inverse time to contact, in
+    tokens^-1; distances below 1 m count as 1 m).
+  """
+  rel_motion = (key_end[..., :2] - key_start[..., :2]) - (
+      query_end[..., :2] - query_start[..., :2])
+  local = geometry.rotate(rel_motion, -query_end[..., 2]) / MOTION_SCALE
+  offset = key_end[..., :2] - query_end[..., :2]
+  dist = jnp.sqrt(jnp.sum(offset**2, axis=-1) + 1e-12)
+  closing = -jnp.sum(offset * rel_motion, axis=-1) / jnp.maximum(dist, 1.0)
+  inverse_ttc = closing / jnp.maximum(dist, 1.0)
+  return jnp.concatenate([local, (closing / MOTION_SCALE)[..., None],
+                          inverse_ttc[..., None]], axis=-1)
 
 
 def nearest_neighbours(query_xy: jax.Array, key_xy: jax.Array, key_valid: jax.Array,

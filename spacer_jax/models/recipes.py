@@ -12,11 +12,15 @@ Variants (``reference.py:<variant>``, combine with commas, e.g. ``cpu,catk``):
   ``tiny``: seconds (tests; 32 tokens, like ``spacer.py:tiny`` and ``evaluate.py:tiny``).
   ``catk``: closed-loop fine-tuning (CAT-K) of ``init_checkpoint`` (a reference
     artifact or train_reference workdir).
+  ``follow``: car following (issue 26): the agent->agent keys carry relative motion
+    (closing speed) and half the generated scenes hold incidents (stalled cars,
+    slow-downs) the traffic behind must react to. With ``init_checkpoint`` the loaded
+    model gains the motion inputs with zero weights, so it starts as it was.
 """
 
 import ml_collections
 
-VARIANTS = ('base', 'cpu', 'tiny', 'catk')
+VARIANTS = ('base', 'cpu', 'tiny', 'catk', 'follow')
 
 # What train_reference accepts, checked where the user typed it
 # (experiments.train_reference, before anything is written; grammar in
@@ -27,6 +31,7 @@ RULES = {
     'model.size': ('nano', 'mini', 'base', 'tiny'),  # models.config.SIZES + 'tiny'.
     'model.num_map_segments': 'int >= 1',
     'model.dropout': 'float in [0, 1)',
+    'model.agent_motion_features': 'bool',
     'tokens.num_tokens': 'int >= 1',
     'tokens.steps_per_token': 'int >= 1',
     'data.format': ('tf_example', 'scenario'),
@@ -36,6 +41,7 @@ RULES = {
     'data.num_objects': 'int >= 1',
     'data.num_roadgraph_points': 'int >= 1',
     'data.chunk': 'int >= 1',
+    'data.incident_rate': 'float in [0, 1]',
     'train.batch_size': 'int >= 1',
     'train.num_steps': 'int >= 1',
     'train.lr': 'float > 0',
@@ -78,6 +84,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # whole map at 20000 roadgraph points, so every agent sees the road wherever it drives.
   c.model.num_map_segments = 2048
   c.model.dropout = 0.1
+  # Relative motion (closing speed) in the agent->agent keys; see ``follow``.
+  c.model.agent_motion_features = False
 
   c.tokens = ml_collections.ConfigDict()
   c.tokens.vocabulary = ''  # Vocabulary artifact path; '' = the cached default.
@@ -94,6 +102,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.num_objects = 64
   c.data.num_roadgraph_points = 20000
   c.data.chunk = 64  # Scenes tokenised per compiled call when preparing the data.
+  # Share of generated scenes with incidents (GeneratorConfig.incident_rate).
+  c.data.incident_rate = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16
@@ -173,6 +183,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.eval.num_steps = 4
     c.eval.top_k = 4
     c.catk.top_k = 4
+  if 'follow' in parts:
+    c.model.agent_motion_features = True
+    c.data.incident_rate = 0.5
   if 'catk' in parts:
     c.catk.enabled = True
     c.train.lr = min(c.train.lr, 1e-4)  # Fine-tuning: a small step from the reference.

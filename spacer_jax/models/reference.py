@@ -13,7 +13,9 @@ One scenario at a time (batch with ``jax.vmap``, see ``spacer_jax.models.api``):
   2. agent->map cross attention to the ``k_map`` nearest segments of its pose at ``l``,
   3. agent->agent attention to the ``k_agent`` nearest other valid agents at the same
      position ``l``,
-  each with the keys' poses relative to the agent's pose at ``l`` (its own frame).
+  each with the keys' poses relative to the agent's pose at ``l`` (its own frame); with
+  ``agent_motion_features`` the agent->agent keys also carry their motion over token
+  ``l`` relative to the agent's (closing speed).
 * Per-type heads map position ``l`` to logits over token ``l + 1``.
 
 Nothing at a position depends on later positions, so one teacher-forced pass gives
@@ -150,11 +152,12 @@ class ReferenceModel(nn.Module):
 
   def _context(self, q_pos: jax.Array, q_pose: jax.Array, q_valid: jax.Array,
                hist_pose: jax.Array, hist_valid: jax.Array,
-               segments: feat.MapSegments) -> _Context:
+               segments: feat.MapSegments, q_start: jax.Array) -> _Context:
     """Neighbours and relative embeddings for queries at positions ``q_pos (Lq,)``.
 
-    ``q_pose``/``q_valid`` ``(N, Lq, ...)`` describe the queries; ``hist_pose``/
-    ``hist_valid`` ``(N, Lh, ...)`` all positions the temporal attention may look at.
+    ``q_pose``/``q_valid`` ``(N, Lq, ...)`` describe the queries (``q_start``: the
+    pose before each query's token); ``hist_pose``/``hist_valid`` ``(N, Lh, ...)`` all
+    positions the temporal attention may look at.
     """
     c = self.config
     n, lq = q_valid.shape
@@ -182,7 +185,14 @@ class ReferenceModel(nn.Module):
     agent_index, agent_mask = feat.nearest_neighbours(by_pos[..., :2], by_pos[..., :2],
                                                       allowed, k_agent)
     key_pose = by_pos[jnp.arange(lq)[:, None, None], agent_index]   # (Lq, N, k, 3)
-    agent_rel = self.agent_rel(feat.relative_pose_features(by_pos[:, :, None], key_pose))
+    agent_feat = feat.relative_pose_features(by_pos[:, :, None], key_pose)
+    if c.agent_motion_features:
+      by_start = jnp.swapaxes(q_start, 0, 1)                          # (Lq, N, 3)
+      key_start = by_start[jnp.arange(lq)[:, None, None], agent_index]
+      motion = feat.relative_motion_features(by_start[:, :, None], by_pos[:, :, None],
+                                             key_start, key_pose)
+      agent_feat = jnp.concatenate([agent_feat, motion], axis=-1)
+    agent_rel = self.agent_rel(agent_feat)
     return _Context(time_index, time_mask, time_rel, map_index, map_mask, map_rel,
                     agent_index, agent_mask, agent_rel)
 
@@ -220,7 +230,7 @@ class ReferenceModel(nn.Module):
     x = self.embed_agents(inputs.agent_type, inputs.agent_size, inputs.token_ids,
                           starts, poses)
     q_pos = jnp.arange(valid.shape[1])
-    ctx = self._context(q_pos, poses, valid, poses, valid, segments)
+    ctx = self._context(q_pos, poses, valid, poses, valid, segments, starts)
     for i in range(self.config.agent_layers):
       x = self._agent_layer(i, x, x, ctx, map_emb, deterministic)
     return self.heads(x, inputs.agent_type)
@@ -251,7 +261,7 @@ class ReferenceModel(nn.Module):
     x = self.embed_agents(agent_type, agent_size, token_ids[:, None], start_pose[:, None],
                           end_pose[:, None])
     ctx = self._context(position[None], end_pose[:, None], valid[:, None], cache.poses,
-                        cache.valid, segments)
+                        cache.valid, segments, start_pose[:, None])
     layer_inputs = cache.layer_inputs
     for i in range(self.config.agent_layers):
       layer_inputs = layer_inputs.at[i, :, position].set(x[:, 0])

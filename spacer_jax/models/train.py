@@ -96,6 +96,37 @@ def init_train_state(config: ReferenceConfig, optimizer: optax.GradientTransform
                     opt_state=optimizer.init(params), rng=rng)
 
 
+def add_motion_features(config: ReferenceConfig, params: Any
+                        ) -> tuple[ReferenceConfig, Any]:
+  """A model without ``agent_motion_features`` turned into one with them that computes
+  the same: the agent->agent relative embedding gains zero input weights for the
+  motion features (``features.NUM_MOTION_FEATURES``), so fine-tuning starts from the
+  loaded model's predictions.
+
+  Args:
+    config: the loaded model's config (``agent_motion_features`` False).
+    params: its variables ``{'params': ...}``.
+
+  Returns:
+    ``(config, params)`` with the motion features on.
+  """
+  import dataclasses
+
+  from spacer_jax.models.features import NUM_MOTION_FEATURES
+  if config.agent_motion_features:
+    raise ValueError('the model already has agent motion features')
+  inner = dict(params['params'])
+  rel = dict(inner['agent_rel'])
+  dense = dict(rel['in'])
+  kernel = jnp.asarray(dense['kernel'])
+  dense['kernel'] = jnp.concatenate(
+      [kernel, jnp.zeros((NUM_MOTION_FEATURES, kernel.shape[1]), kernel.dtype)], axis=0)
+  rel['in'] = dense
+  inner['agent_rel'] = rel
+  return (dataclasses.replace(config, agent_motion_features=True),
+          {**params, 'params': inner})
+
+
 @struct.dataclass
 class LogBatch:
   """What noised tokenisation re-reads every step: the logs behind a batch of inputs.

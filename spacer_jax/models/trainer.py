@@ -46,7 +46,8 @@ def model_config(config: ml_collections.ConfigDict, num_tokens: int) -> Referenc
   """The ``ReferenceConfig`` of ``config.model`` (``tiny`` = a seconds-sized model)."""
   size = config.model.size
   common = dict(num_tokens=num_tokens, num_map_segments=config.model.num_map_segments,
-                dropout=config.model.dropout)
+                dropout=config.model.dropout,
+                agent_motion_features=config.model.agent_motion_features)
   if size == 'tiny':
     return reference_config('nano', hidden=32, map_layers=1, agent_layers=1, k_map_self=4,
                             k_map=8, k_agent=4, temporal_window=4, rel_dim=16, **common)
@@ -74,7 +75,8 @@ def make_token_env(vocab: TokenVocabulary) -> TokenEnvironment:
 
 def _generator_config(config: ml_collections.ConfigDict) -> generator.GeneratorConfig:
   return generator.GeneratorConfig(num_objects=config.data.num_objects,
-                                   num_roadgraph_points=config.data.num_roadgraph_points)
+                                   num_roadgraph_points=config.data.num_roadgraph_points,
+                                   incident_rate=config.data.incident_rate)
 
 
 def _read_records(files: str, config: ml_collections.ConfigDict, skip: int,
@@ -160,6 +162,8 @@ def evaluate(config: ml_collections.ConfigDict, fns: dict, params: Any, eval_inp
 # Fields a resumed run may change: its time budget and how often it logs and saves.
 SAFE_TO_CHANGE = ('train.time_budget_s', 'train.stop_at', 'train.log_every',
                   'train.eval_every', 'train.checkpoint_every')
+# Fields added after older runs were written, with the value those runs had.
+ADDED_FIELDS = {'model.agent_motion_features': False, 'data.incident_rate': 0.0}
 
 
 def _finished(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
@@ -177,7 +181,8 @@ def _finished(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains per ``config`` into ``workdir`` (resuming there); returns the last eval."""
   t_setup = time.perf_counter()
-  runs.accept_config(workdir, config, SAFE_TO_CHANGE)  # Before anything is written.
+  # Before anything is written.
+  runs.accept_config(workdir, config, SAFE_TO_CHANGE, ADDED_FIELDS)
   done = _finished(config, workdir)
   if done is not None:
     print(f'{workdir} is finished (step {done.get("step")}); nothing to do. Raise '
@@ -192,6 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if rcfg.num_tokens != vocab.num_tokens:
       raise ValueError(f'init_checkpoint {config.init_checkpoint} predicts '
                        f'{rcfg.num_tokens} tokens, the vocabulary has {vocab.num_tokens}.')
+    if config.model.agent_motion_features and not rcfg.agent_motion_features:
+      rcfg, init_params = train_lib.add_motion_features(rcfg, init_params)
+      print('init_checkpoint: the agent->agent keys gain relative motion inputs '
+            '(zero weights: the loaded model is unchanged until they train).', flush=True)
   else:
     rcfg = model_config(config, vocab.num_tokens)
   if config.catk.enabled and init_params is None:

@@ -61,6 +61,12 @@ class GeneratorConfig:
       approach); False (default) logs only those (a log and its map cover the same
       ground, the off-road metric stays right), True logs the others too, beyond the
       map (for uses that ignore the map, e.g. token vocabularies).
+    incident_rate: probability that a scenario contains incidents: up to two moving
+      vehicles brake hard (2.5-5.5 m/s^2) in the first 4.5 s of the log, half of them
+      to a standstill for the rest of it (a stalled car), half to 20-60% of their speed
+      for 3-6 s (a slow-down), and the traffic behind reacts; fast closing situations
+      that settled traffic rarely shows. Draws from its own random stream; 0 (default)
+      = never, which leaves every scenario as before.
     max_tracks_to_predict: at most this many objects get ``is_modeled``.
     warmup_seconds: traffic is simulated this long before the first logged step so
       the log starts from settled, human-looking traffic.
@@ -79,6 +85,7 @@ class GeneratorConfig:
   heading_noise: float = 0.004
   collision_noise_rate: float = 0.0
   offroad_noise_rate: float = 0.0
+  incident_rate: float = 0.0
   track_radius: float = 80.0
   parked_vehicles: bool = True
   parked_share: tuple[float, float] = (0.2, 0.45)
@@ -108,10 +115,10 @@ class GeneratorConfig:
     if self.density <= 0:
       raise ValueError(f'density must be positive, got {self.density}.')
     for name in ('position_noise', 'heading_noise', 'collision_noise_rate',
-                 'offroad_noise_rate', 'warmup_seconds'):
+                 'offroad_noise_rate', 'incident_rate', 'warmup_seconds'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}.')
-    for name in ('collision_noise_rate', 'offroad_noise_rate'):
+    for name in ('collision_noise_rate', 'offroad_noise_rate', 'incident_rate'):
       if getattr(self, name) > 1:
         raise ValueError(f'{name} is a probability, got {getattr(self, name)}.')
     if self.track_radius <= 0:

@@ -58,8 +58,16 @@ def generate_scenario(seed: int, config: GeneratorConfig = GeneratorConfig()
   place = population.populate(rng, road, tab, max_agents, steps, config.density,
                               config.pedestrians, config.cyclists)
   agents = traffic.sample_agents(rng, place.type)
+  incidents = None
+  if config.incident_rate > 0:
+    # Own stream: the scene's map, population and drivers stay those of the same seed
+    # without incidents.
+    inc_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5ACE, 3]))
+    if inc_rng.random() < config.incident_rate:
+      incidents = traffic.sample_incidents(inc_rng, place.type, place.active, place.v,
+                                           warm, steps)
   sim = traffic.TrafficSim(rng, road, tab, agents, place.route, place.s, place.v,
-                           place.active, place.spawn_step, lights)
+                           place.active, place.spawn_step, lights, incidents)
   route, s, v, d, dd, act = sim.run(steps)
   win = slice(warm, steps)
   roll = traffic.Rollout(route=route[:, win], s=s[:, win], v=v[:, win], d=d[:, win],

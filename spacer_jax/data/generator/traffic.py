@@ -13,8 +13,11 @@ Its leaders are:
   * for pedestrians, the end of their route, where they stop (vehicles leave there).
 Lane changes move an agent to the point abreast of it on the parallel lane's route and
 blend its lateral offset to zero with a quintic; during the change it also stays a
-leader in its old lane. Arrivals drive in at their arrival speed, first come first
-served per entry lane, once there is room to follow (and brake for) whoever is ahead.
+leader in its old lane. Incidents (optional, :class:`Incidents`): chosen vehicles brake
+hard to a standstill and stay there (a stalled car) or to a fraction of their speed for
+a few seconds (a slow-down), and whoever follows them has to react. Arrivals drive in
+at their arrival speed, first come first served per entry lane, once there is room to
+follow (and brake for) whoever is ahead.
 """
 
 from __future__ import annotations
@@ -68,6 +71,67 @@ class Rollout:
   d_dot: np.ndarray    # its time derivative (m/s)
   active: np.ndarray
   agents: Agents
+
+
+@dataclass
+class Incidents:
+  """Scheduled hard braking of chosen vehicles ``(A,)`` per agent.
+
+  Attributes:
+    start: simulation step the braking starts (-1: no incident).
+    decel: braking deceleration, m/s^2 (positive).
+    fraction: target speed as a fraction of the speed at ``start`` (0: stall).
+    steps: steps from ``start`` until the vehicle drives normally again (a stall holds
+      to the end of the simulation).
+  """
+
+  start: np.ndarray
+  decel: np.ndarray
+  fraction: np.ndarray
+  steps: np.ndarray
+
+  @staticmethod
+  def none(num_agents: int) -> Incidents:
+    return Incidents(start=np.full(num_agents, -1, np.int64), decel=np.zeros(num_agents),
+                     fraction=np.ones(num_agents), steps=np.zeros(num_agents, np.int64))
+
+
+# Vehicles per scene that get an incident when a scene has them.
+INCIDENT_VEHICLES = 2
+# Stalls and slow-downs are drawn with equal probability; a slow-down holds its lower
+# speed for a few seconds; both brake at a firm but human rate.
+INCIDENT_DECEL = (2.5, 5.5)
+SLOWDOWN_FRACTION = (0.2, 0.6)
+SLOWDOWN_SECONDS = (3.0, 6.0)
+# Incidents start in the first 4.5 s of the log (after warm-up), so the reaction of the
+# vehicles behind falls in the 8 s future of a WOMD-style scene (history ends at 1.0 s).
+INCIDENT_WINDOW_S = (0.5, 4.5)
+
+
+def sample_incidents(rng: np.random.Generator, types: np.ndarray, active: np.ndarray,
+                     v: np.ndarray, warmup_steps: int, num_steps: int) -> Incidents:
+  """Chooses up to ``INCIDENT_VEHICLES`` moving vehicles present at step 0 and draws
+  their incidents (see :class:`Incidents`).
+
+  Args:
+    rng: the incident stream (separate, so traffic without incidents is unchanged).
+    types, active, v: agent types, presence at step 0 and speeds (m/s) ``(A,)``.
+    warmup_steps: simulated steps before the first logged step.
+    num_steps: simulated steps in all.
+  """
+  out = Incidents.none(len(types))
+  moving = np.flatnonzero((types == VEHICLE) & active & (v >= 5.0))
+  if not len(moving):
+    return out
+  chosen = rng.choice(moving, size=min(INCIDENT_VEHICLES, len(moving)), replace=False)
+  for i in chosen:
+    lo, hi = (warmup_steps + int(round(t / DT)) for t in INCIDENT_WINDOW_S)
+    out.start[i] = rng.integers(lo, hi + 1)
+    out.decel[i] = rng.uniform(*INCIDENT_DECEL)
+    stall = rng.random() < 0.5
+    out.fraction[i] = 0.0 if stall else rng.uniform(*SLOWDOWN_FRACTION)
+    out.steps[i] = num_steps if stall else int(round(rng.uniform(*SLOWDOWN_SECONDS) / DT))
+  return out
 
 
 def sample_agents(rng: np.random.Generator, types: np.ndarray) -> Agents:
@@ -127,7 +191,8 @@ class TrafficSim:
   def __init__(self, rng: np.random.Generator, road: RoadMap, table: RouteTable,
                agents: Agents, route: np.ndarray, s: np.ndarray, v: np.ndarray,
                active: np.ndarray, spawn_step: np.ndarray,
-               light_state: dict[int, np.ndarray]):
+               light_state: dict[int, np.ndarray],
+               incidents: Incidents | None = None):
     """Args:
       rng: random generator (lane-change decisions).
       road, table: the map and its route table.
@@ -136,6 +201,7 @@ class TrafficSim:
       active: agents present at step 0 ``(A,)``.
       spawn_step: step at which an inactive agent wants to enter (-1: never) ``(A,)``.
       light_state: lane id -> per-step signal state ``(steps,)`` (Waymax values).
+      incidents: scheduled hard braking of chosen vehicles (None: none).
     """
     self.rng, self.road, self.tab, self.ag = rng, road, table, agents
     a = agents.num
@@ -159,6 +225,9 @@ class TrafficSim:
     self.lc_slot = np.full(a, -1)
     self.stop_served = np.full(a, -np.inf)  # arc of the last stop sign served
     self.lights = light_state
+    self.incidents = incidents if incidents is not None else Incidents.none(a)
+    self._incident_target = np.full(a, np.nan)  # m/s, set when an incident starts
+    self._any_incident = bool((self.incidents.start >= 0).any())
     self._build_stops()
     self._crit_e = np.concatenate([agents.crit_gap, np.zeros(LC_SLOTS)])
     self._sq = 2 * np.sqrt(agents.amax * agents.bcomf)
@@ -410,6 +479,8 @@ class TrafficSim:
     free = np.where(v0 < 0.05, -v / 0.2, 1.0 - (v / np.maximum(v0, 0.2)) ** 4)
     amax = self._p_amax
     acc = np.clip(amax * (free - inter), A_MIN, np.minimum(A_MAX, amax))
+    if self._any_incident:
+      acc = np.minimum(acc, self._incident_acc(step, p, v))
     prev = self.acc[p]
     acc = np.clip(acc, np.maximum(prev - JERK_DOWN, A_MIN), np.minimum(prev + JERK_UP, A_MAX))
     v_new = np.maximum(v + acc * DT, 0.0)
@@ -437,6 +508,19 @@ class TrafficSim:
       self._update_lane_changes()
     if step % 10 == 5:
       self._maybe_change_lanes()
+
+  def _incident_acc(self, step: int, p: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Upper bound on the acceleration of live agents ``p`` from their incidents
+    (+inf where none is under way): brake at the incident's rate to its target speed."""
+    inc = self.incidents
+    start = inc.start[p]
+    on = (start >= 0) & (step >= start) & (step < start + inc.steps[p])
+    # The target speed is fixed at the first step the incident is under way.
+    begins = on & np.isnan(self._incident_target[p])
+    self._incident_target[p[begins]] = inc.fraction[p[begins]] * v[begins]
+    target = self._incident_target[p]
+    bound = np.maximum((np.where(on, target, 0.0) - v) / DT, -inc.decel[p])
+    return np.where(on, bound, np.inf)
 
   def _spawn(self, step: int):
     if self._next_spawn > step:
