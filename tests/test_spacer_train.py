@@ -333,3 +333,30 @@ def test_a_vmapped_sweep_trains_like_separate_runs(setup):
   delta = [np.abs(np.asarray(x)[0] - np.asarray(x)[1]).max()
            for x in jax.tree.leaves(states.params)]
   assert max(delta) > 1e-6
+
+
+def test_best_state_is_never_a_frozen_one(tmp_path):
+  """Meta rewards a policy in which everyone stops (plain PPO: 0.767 at minADE 31 m):
+  the freeze guard keeps the best moving state instead, and a resumed run knows it."""
+  from spacer_jax.apps.train_spacer import BestCheckpoint
+  (tmp_path / 'config.json').write_text('{}')
+  state = {'w': np.zeros(3, np.float32)}
+  val = lambda meta, ade: {'meta': meta, 'min_ade': ade}
+  best = BestCheckpoint(str(tmp_path), max_min_ade=25.0)
+  assert best.offer(0, state, val(0.663, 17.9))
+  assert best.frozen(val(0.767, 31.4)) and not best.offer(10, state, val(0.767, 31.4))
+  assert not best.offer(15, state, val(0.70, float('nan')))  # no minADE: not trusted
+  assert not best.offer(20, state, val(0.60, 10.0))
+  assert best.offer(40, state, val(0.669, 10.8))
+  best.close()
+  saved = json.loads((tmp_path / 'best' / 'best.json').read_text())
+  assert saved['iteration'] == 40
+  resumed = BestCheckpoint(str(tmp_path), max_min_ade=25.0)
+  assert resumed.iteration == 40 and not resumed.offer(50, state, val(0.66, 9.0))
+  # Without the guard meta alone decides.
+  unguarded = BestCheckpoint(str(tmp_path / 'other'), max_min_ade=0.0)
+  (tmp_path / 'other').mkdir()
+  (tmp_path / 'other' / 'config.json').write_text('{}')
+  assert unguarded.offer(0, state, val(0.663, 17.9))
+  assert unguarded.offer(10, state, val(0.767, 31.4))
+  unguarded.close()

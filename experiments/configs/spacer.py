@@ -102,6 +102,7 @@ RULES = {
     'train.video_every': 'int >= 0',
     'train.eval_top_k': 'int >= 0',  # 0 = the whole distribution, 1 = greedy.
     'train.val_rollouts': 'int >= 1',
+    'train.best_max_min_ade': 'float >= 0',
     'train.val_batch_size': 'int >= 1',
     'train.init_policy': ('random', 'bc'),
     'train.max_iterations': 'int >= 0',
@@ -255,6 +256,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # the current step simulated; the run keeps its best-meta state in workdir/best.
   c.train.val_rollouts = 32  # WOSAC's R.
   c.train.val_batch_size = 4  # Scenes per compiled rollout call.
+  # Freeze guard: a state whose validation minADE exceeds this (m) is never the best
+  # one. WOSAC meta on generated scenes rewards a policy in which everyone stops
+  # (plain PPO froze at meta 0.767 > the reference's 0.69, minADE 29.7-32.3 m); every
+  # moving policy measured so far had 9.4-17.9 m, the reference 2.3-3.6 m. 0 = off.
+  c.train.best_max_min_ade = 25.0
   # Initial policy weights: 'random', or 'bc' = behaviour-cloned on the logs first (the
   # bc block; shared with hr_ppo's anchor), so self-play starts from a policy that
   # continues logged motion instead of a near-uniform one.

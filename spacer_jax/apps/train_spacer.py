@@ -282,6 +282,8 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field cloned pool 0 (goals always shown).
                 'bc.num_pools': 1,
                 'ppo.critic_warmup_steps': 0,
+                # Runs before the field chose the best state by meta alone.
+                'train.best_max_min_ade': 0.0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)
                    if f.name not in ('max_partners', 'partner_radius', 'num_road_points',
                                      'max_prepared_points', 'goal_dropout')}}
@@ -290,7 +292,7 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
 SAFE_TO_CHANGE = ('train.max_iterations', 'train.total_agent_steps', 'train.time_budget_s',
                   'train.log_every', 'train.eval_every', 'train.checkpoint_every',
                   'train.video_every', 'train.eval_top_k', 'train.val_rollouts',
-                  'train.val_batch_size', 'mesh.num_devices')
+                  'train.val_batch_size', 'train.best_max_min_ade', 'mesh.num_devices')
 
 
 # --------------------------------------------------------------------------- loop
@@ -406,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      out_shardings=replicated)
   eval_key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
   validate = make_validation(config, selfplay, eval_scenes)
-  best = BestCheckpoint(workdir)
+  best = BestCheckpoint(workdir, config.train.best_max_min_ade)
 
   restored = ckpt.restore(state)
   iteration, agent_steps = 0, 0.0
@@ -469,7 +471,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f'| off-road {ev["offroad_rate"]:.3f} || WOSAC val: meta {val["meta"]:.4f} '
           f'| collision {val["collision"]:.3f} | off-road excl. log '
           f'{val["offroad_excl_log"]:.3f} | minADE {val["min_ade"]:.2f}'
-          + (' (best so far)' if improved else f' (best: iteration {best.iteration})'))
+          + (' (best so far)' if improved else f' (best: iteration {best.iteration}'
+             + (f'; frozen: minADE above {best.max_min_ade:g} m' if best.frozen(val)
+                else '') + ')'))
     if iteration % config.train.checkpoint_every == 0 or final:
       ckpt.save(iteration, state, {'iteration': iteration, 'agent_steps': agent_steps,
                                    'variant': config.variant, 'num_params': num_params,
@@ -523,15 +527,17 @@ def make_validation(config: ml_collections.ConfigDict, selfplay: SelfPlay,
 
 
 class BestCheckpoint:
-  """The train state with the best validation meta metric so far.
+  """The train state with the best validation meta metric so far, among states that
+  are not frozen (validation minADE at most ``max_min_ade`` m; 0 = no guard).
 
   ``workdir/best/`` is a loadable run of its own (``spacer:WORKDIR/best``): the run's
   ``config.json``, one orbax checkpoint in ``checkpoints/`` and ``best.json`` naming
   its iteration and validation metrics. A resumed run continues from what is there.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, max_min_ade: float = 0.0):
     self.workdir = workdir
+    self.max_min_ade = float(max_min_ade)
     self.directory = os.path.join(workdir, 'best')
     self._json = os.path.join(self.directory, 'best.json')
     self._ckpt: Optional[Checkpointer] = None
@@ -542,12 +548,17 @@ class BestCheckpoint:
         saved = json.load(f)
       self.iteration, self.metrics = int(saved['iteration']), saved['metrics']
 
+  def frozen(self, metrics: dict[str, float]) -> bool:
+    """Whether validation ``metrics`` show a policy too far from the log to be kept:
+    agents that stopped (or never drove) end up tens of metres behind it."""
+    return bool(self.max_min_ade) and not metrics['min_ade'] <= self.max_min_ade
+
   def offer(self, iteration: int, state: Any, metrics: dict[str, float]) -> bool:
     """Keeps ``state`` when its validation ``metrics['meta']`` beats the best so far
-    (NaN never does); returns whether it did."""
+    and it is not :meth:`frozen` (NaN never counts); returns whether it did."""
     meta = metrics['meta']
-    if not np.isfinite(meta) or (self.iteration is not None
-                                 and not meta > self.metrics['meta']):
+    if not np.isfinite(meta) or self.frozen(metrics) or (
+        self.iteration is not None and not meta > self.metrics['meta']):
       return False
     if self._ckpt is None:
       self._ckpt = Checkpointer(os.path.join(self.directory, 'checkpoints'), max_to_keep=1)
