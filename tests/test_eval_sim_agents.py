@@ -587,3 +587,16 @@ def test_motion_checks_shapes():
     Motion(m.poses, m.velocities, jnp.ones((2, 3), bool)).check((2,), 4, 2)
   with pytest.raises(ValueError, match=r'Motion.velocities has shape'):
     Motion(m.poses, m.poses, m.valid).check((2,), 4, 2)
+
+
+def test_reference_policy_takes_per_type_decoding(reference):
+  config, _, token_env, policy, _ = reference
+  per_type = policies.ReferencePolicy(config, VOCAB, token_env, top_k=[TOP_K, 1, TOP_K],
+                                      temperature=(TEMPERATURE, 1.0, TEMPERATURE),
+                                      max_steps=STEPS)
+  assert per_type.top_k == (TOP_K, 1, TOP_K)  # stored as a tuple: hashable, static
+  assert hash(per_type) != hash(policy) and per_type != policy
+  with pytest.raises(ValueError, match='top_k'):
+    policies.ReferencePolicy(config, VOCAB, token_env, top_k=(TOP_K, 0, TOP_K))
+  with pytest.raises(ValueError, match='temperature'):
+    policies.ReferencePolicy(config, VOCAB, token_env, temperature=(1.0, 1.0))

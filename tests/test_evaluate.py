@@ -134,6 +134,11 @@ def test_policy_specs_carry_decoding_overrides():
                                                             {'feasible': False})
   with pytest.raises(ValueError, match='not 0 or 1'):
     split_decoding('reference:default@feasible=no')
+  # Per agent type: vehicle/pedestrian/cyclist.
+  assert split_decoding('reference:default@top_k=32/8/16@temperature=0.7/1/0.7') == (
+      'reference:default', {'top_k': (32, 8, 16), 'temperature': (0.7, 1.0, 0.7)})
+  with pytest.raises(ValueError, match='three joined'):
+    split_decoding('reference:default@top_k=32/8')
 
 
 def test_in_training_validation_is_evaluates_realism(spacer_workdir):

@@ -452,3 +452,25 @@ def test_tiny_model_learns_tiny_dataset(tiny):
   assert abs(losses[0] - np.log(K)) < 0.5, losses[0]
   assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
   assert acc[-1] > 0.8, acc[-1]
+
+
+def test_per_type_decoding():
+  """top_k / temperature per agent type: each row samples among its own type's top-k;
+  a type at k = 1 is greedy; one value for all types decodes as before."""
+  from spacer_jax.models.rollout import sample_tokens
+  r = np.random.default_rng(0)
+  log_probs = jax.nn.log_softmax(jnp.asarray(r.normal(size=(64, 3, 20)), jnp.float32))
+  types = jnp.broadcast_to(jnp.array([1, 2, 3]), (64, 3))  # vehicle, pedestrian, cyclist
+  ids = np.asarray(sample_tokens(log_probs, jax.random.key(0), (5, 1, 20), 1.0, types))
+  ranks = np.argsort(-np.asarray(log_probs), axis=-1)
+  rank_of = np.take_along_axis(np.argsort(ranks, axis=-1), ids[..., None], -1)[..., 0]
+  assert rank_of[:, 0].max() <= 4 and rank_of[:, 0].max() >= 2   # vehicles: top-5
+  assert (rank_of[:, 1] == 0).all()                              # pedestrians: greedy
+  assert rank_of[:, 2].max() >= 6                                # cyclists: all 20
+  same = sample_tokens(log_probs, jax.random.key(0), (5, 5, 5), (1.0, 1.0, 1.0), types)
+  np.testing.assert_array_equal(
+      np.asarray(same), np.asarray(sample_tokens(log_probs, jax.random.key(0), 5, 1.0)))
+  with pytest.raises(ValueError, match='object types'):
+    sample_tokens(log_probs, jax.random.key(0), (5, 1, 20), 1.0)
+  with pytest.raises(ValueError, match='three'):
+    sample_tokens(log_probs, jax.random.key(0), (5, 1), 1.0, types)

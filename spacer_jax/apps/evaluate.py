@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import jax
@@ -125,10 +126,26 @@ def _label(spec: str, taken: set[str], suffix: str = '') -> str:
   return unique
 
 
+def _per_type(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+  """Parses one value, or three separated by '/' (vehicle/pedestrian/cyclist)."""
+  def parse(value: str) -> Any:
+    parts = value.split('/')
+    if len(parts) not in (1, 3):
+      raise ValueError(value)
+    return cast(parts[0]) if len(parts) == 1 else tuple(cast(p) for p in parts)
+  parse.kind = {int: 'an int', float: 'a float'}[cast] + ' or three joined by "/"'
+  return parse
+
+
 # Decoding overrides a spec may carry after '@' (``reference:default@top_k=1``;
-# ``@feasible=0`` decodes the reference without the speed-change bound).
-_DECODING = {'top_k': int, 'temperature': float, 'learned_top_k': int,
-             'feasible': lambda v: bool(int(v))}
+# ``@top_k=32/8/16`` per agent type: vehicle/pedestrian/cyclist; ``@feasible=0``
+# decodes the reference without the speed-change bound).
+_DECODING = {'top_k': _per_type(int), 'temperature': _per_type(float),
+             'learned_top_k': int, 'feasible': lambda v: bool(int(v))}
+
+
+def _format_setting(value: Any) -> str:
+  return '/'.join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def split_decoding(spec: str) -> tuple[str, dict[str, Any]]:
@@ -147,7 +164,8 @@ def split_decoding(spec: str) -> tuple[str, dict[str, Any]]:
     try:
       out[key] = _DECODING[key](value)
     except ValueError as e:
-      kind = {int: 'an int', float: 'a float'}.get(_DECODING[key], '0 or 1')
+      kind = getattr(_DECODING[key], 'kind', None) or {int: 'an int'}.get(
+          _DECODING[key], '0 or 1')
       raise ValueError(f'policy spec {spec!r}: {key}={value!r} is not {kind}') from e
   return base, out
 
@@ -176,7 +194,7 @@ def load_policies(config: ml_collections.ConfigDict, checkpoints: list[str]
   entries, taken = [], set()
   for full_spec, extra in runs:
     spec, decoding = split_decoding(full_spec)
-    suffix = ''.join(f'@{k}={v}' for k, v in decoding.items())
+    suffix = ''.join(f'@{k}={_format_setting(v)}' for k, v in decoding.items())
     default = spec == 'reference:default'
     label = _label(spec, taken, suffix)
     if default:
@@ -432,7 +450,9 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str,
       with open(path) as f:
         done = json.load(f)
       # Kept only for the same policy: a label can name another spec in a later run.
-      if done.get('spec') != entry.spec or done.get('decoding') != entry.decoding:
+      # (Through JSON: per-type settings are tuples here and lists on disk.)
+      stored_as = json.loads(json.dumps(entry.decoding))
+      if done.get('spec') != entry.spec or done.get('decoding') != stored_as:
         _above_bar(f'  {entry.label}: results/{entry.label}.json holds {done.get("spec")} '
                    f'{done.get("decoding") or ""}; evaluating {entry.spec} again.')
         done = None

@@ -36,7 +36,7 @@ from spacer_jax.models.api import (
 )
 from spacer_jax.models.config import ReferenceConfig
 from spacer_jax.models.features import MapSegments
-from spacer_jax.models.rollout import sample_tokens
+from spacer_jax.models.rollout import PerType, per_type, sample_tokens
 from spacer_jax.sim.agents import IDMAgent
 from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.datatypes import TIMESTEP_SECONDS, slice_time
@@ -226,8 +226,10 @@ class ReferencePolicy(SimAgentPolicy):
     config: the model's config.
     vocab: the vocabulary it predicts.
     token_env: executes tokens; its ``init_steps`` must be the runner's.
-    top_k: sample among the ``top_k`` most likely tokens (1 = greedy).
-    temperature: divides the log-probabilities before sampling (> 0).
+    top_k: sample among the ``top_k`` most likely tokens (1 = greedy); one value, or a
+      (vehicle, pedestrian, cyclist) tuple.
+    temperature: divides the log-probabilities before sampling (> 0); one value or a
+      tuple like ``top_k``.
     max_steps: decision steps the decode cache holds (the runner checks
       ``num_steps <= max_steps``; decoding is identical for any ``max_steps``).
     feasible: physically possible motion only (``tokens.feasibility``): each object
@@ -251,17 +253,22 @@ class ReferencePolicy(SimAgentPolicy):
   config: ReferenceConfig
   vocab: TokenVocabulary
   token_env: TokenEnvironment
-  top_k: int = 32
-  temperature: float = 1.0
+  top_k: PerType = 32
+  temperature: PerType = 1.0
   max_steps: int = 40
   feasible: bool = True
   reactive: bool = True
 
   def __post_init__(self):
-    if self.temperature <= 0:
+    # Tuples (hashable: the policy is a static argument) for per-type settings.
+    for name in ('top_k', 'temperature'):
+      value = getattr(self, name)
+      if isinstance(value, (tuple, list)):
+        object.__setattr__(self, name, per_type(value, f'ReferencePolicy.{name}'))
+    if min(per_type(self.temperature, 'temperature')) <= 0:
       raise ValueError(f'ReferencePolicy.temperature must be > 0 (use top_k=1 for greedy), '
                        f'got {self.temperature}.')
-    if self.top_k < 1:
+    if min(per_type(self.top_k, 'top_k')) < 1:
       raise ValueError(f'ReferencePolicy.top_k must be >= 1, got {self.top_k}.')
     k = {self.vocab.num_tokens, self.config.num_tokens, self.token_env.vocab.num_tokens}
     if len(k) != 1:
@@ -342,7 +349,8 @@ class ReferencePolicy(SimAgentPolicy):
     log_probs = carry.log_probs
     if self.feasible:
       log_probs = restrict_log_probs(log_probs, feasible_next_tokens(self.vocab, state))
-    ids = sample_tokens(log_probs, rng, self.top_k, self.temperature)
+    ids = sample_tokens(log_probs, rng, self.top_k, self.temperature,
+                        state.object_metadata.object_types)
     poses, velocities, valid = self.token_env.execute(state, ids)
     return Motion(poses=poses, velocities=velocities, valid=valid)
 

@@ -74,17 +74,54 @@ def _pose(traj) -> jax.Array:
   return jnp.stack([traj.x, traj.y, traj.yaw], -1)[..., 0, :]
 
 
-def sample_tokens(log_probs: jax.Array, rng: jax.Array, top_k: int,
-                  temperature: float) -> jax.Array:
+# A decoding setting: one value for every agent, or one per agent type (vehicle,
+# pedestrian, cyclist: the vocabulary's type order).
+PerType = Any
+
+
+def per_type(value: PerType, name: str) -> tuple:
+  """``value`` as a (vehicle, pedestrian, cyclist) tuple; a scalar applies to all three.
+
+  Raises:
+    ValueError: a sequence that does not have three entries.
+  """
+  if isinstance(value, (tuple, list)):
+    if len(value) != 3:
+      raise ValueError(f'{name}={value!r}: one value, or three (vehicle, pedestrian, '
+                       'cyclist)')
+    return tuple(value)
+  return (value,) * 3
+
+
+def sample_tokens(log_probs: jax.Array, rng: jax.Array, top_k: PerType,
+                  temperature: PerType, object_types: Optional[jax.Array] = None
+                  ) -> jax.Array:
   """Draws one token per row of ``log_probs (..., K)`` among its ``top_k`` most likely.
 
-  ``top_k = 1`` is greedy (no randomness). Returns ``(...)`` int32.
+  ``top_k = 1`` is greedy (no randomness). ``top_k`` and ``temperature`` may each be a
+  (vehicle, pedestrian, cyclist) tuple, with ``object_types (...)`` (WOMD types) saying
+  which applies to each row. Returns ``(...)`` int32.
   """
-  k = min(int(top_k), log_probs.shape[-1])
-  values, index = jax.lax.top_k(log_probs, k)
-  if k == 1:
-    return index[..., 0].astype(jnp.int32)
-  choice = jax.random.categorical(rng, values / temperature, axis=-1)
+  num_tokens = log_probs.shape[-1]
+  if not isinstance(top_k, (tuple, list)) and not isinstance(temperature, (tuple, list)):
+    k = min(int(top_k), num_tokens)
+    values, index = jax.lax.top_k(log_probs, k)
+    if k == 1:
+      return index[..., 0].astype(jnp.int32)
+    choice = jax.random.categorical(rng, values / temperature, axis=-1)
+    return jnp.take_along_axis(index, choice[..., None], -1)[..., 0].astype(jnp.int32)
+  if object_types is None:
+    raise ValueError('per-type top_k / temperature need the object types of the rows')
+  ks = tuple(min(int(k), num_tokens) for k in per_type(top_k, 'top_k'))
+  temps = per_type(temperature, 'temperature')
+  values, index = jax.lax.top_k(log_probs, max(ks))
+  t = agent_type_index(object_types)
+  k_row = jnp.asarray(ks, jnp.int32)[t]
+  temp_row = jnp.asarray(temps, jnp.float32)[t]
+  # Only the row's own top-k stay; a row at k = 1 has one finite entry (greedy).
+  keep = jnp.arange(values.shape[-1]) < k_row[..., None]
+  scaled = jnp.where(keep, values / temp_row[..., None], -jnp.inf)
+  choice = jax.random.categorical(rng, scaled, axis=-1)
   return jnp.take_along_axis(index, choice[..., None], -1)[..., 0].astype(jnp.int32)
 
 
@@ -304,5 +341,6 @@ def rollout_fn(config: ReferenceConfig, vocab: TokenVocabulary, token_env: Token
 
 
 __all__ = ['RolloutResult', 'Selector', 'catk_selector', 'closest_to_log_among_top_k',
-           'reference_rollout', 'rollout_fn', 'rollout_with_selector', 'sample_tokens',
+           'per_type', 'reference_rollout', 'rollout_fn', 'rollout_with_selector',
+           'sample_tokens',
            'sampling_selector']
