@@ -6,7 +6,9 @@ driving the follower, ``--rollouts`` sampled rollouts each, and reports the shar
 rollouts without contact per case and overall (the reference issue's target: >= 95%),
 plus log replay and IDM as sanity rows. The ablation runs the policy again with the
 leaders removed (the same road, the follower alone): a follower whose final speed does
-not drop when a stopped car stands ahead is not reacting to it.
+not drop when a stopped car stands ahead is not reacting to it. For a reference with
+relative motion inputs (``agent_motion_features``), ``--motion_ablation`` also runs it
+with those inputs' weights zeroed: what the closing speed adds to the relative pose.
 
   python benchmarks/car_following.py --policy reference:default --rollouts 8 --json OUT
 """
@@ -23,6 +25,20 @@ from spacer_jax.eval import car_following as cf
 from spacer_jax.eval.sim_agent_policies import load_policy
 
 
+def _without_motion_inputs(policy, params):
+  """``params`` with the agent->agent relative-motion input weights set to zero."""
+  from spacer_jax.models.features import NUM_RELATIVE_FEATURES
+  if not getattr(getattr(policy, 'config', None), 'agent_motion_features', False):
+    raise SystemExit(f'--motion_ablation: {type(policy).__name__} has no relative-motion '
+                     'inputs (a reference with agent_motion_features)')
+  inner = dict(params['params'])
+  rel = dict(inner['agent_rel'])
+  dense = dict(rel['in'])
+  dense['kernel'] = dense['kernel'].at[NUM_RELATIVE_FEATURES:].set(0.0)
+  rel['in'], inner['agent_rel'] = dense, rel
+  return {**params, 'params': inner}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +50,8 @@ def main() -> None:
   parser.add_argument('--learned_top_k', type=int, default=5)
   parser.add_argument('--rollouts', type=int, default=8)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--motion_ablation', action='store_true',
+                      help='also run the reference with its relative-motion weights zeroed')
   parser.add_argument('--json', help='write the results to this JSON file')
   args = parser.parse_args()
 
@@ -63,6 +81,13 @@ def main() -> None:
                            vocab=vocab, rollouts=args.rollouts,
                            scenes=cf.follow_scenes(cases, with_leader=False))
   results[f'{args.policy} without leaders'] = alone
+  if args.motion_ablation:
+    motion = _without_motion_inputs(policy, params)
+    blind = cf.run_following(policy, motion, cases, jax.random.PRNGKey(args.seed),
+                             vocab=vocab, rollouts=args.rollouts, scenes=scenes)
+    results[f'{args.policy} without motion inputs'] = blind
+    print(f"{args.policy} without motion inputs: no contact {blind['no_contact']:.3f} "
+          f"(behind {blind['behind']:.3f})", flush=True)
   for kind in ('stopped', 'queue', 'braking', 'slower'):
     names = [c.name for c in cases if c.leader == kind]
     speed = lambda r, names=names: np.mean([r['cases'][n]['final_speed'] for n in names])
