@@ -474,3 +474,30 @@ def test_per_type_decoding():
     sample_tokens(log_probs, jax.random.key(0), (5, 1, 20), 1.0)
   with pytest.raises(ValueError, match='three'):
     sample_tokens(log_probs, jax.random.key(0), (5, 1), 1.0, types)
+
+
+def test_history_dropout_only_in_training():
+  """Training passes with history dropout hide an agent position's own past from it;
+  evaluation passes (deterministic) are exactly the model without it."""
+  import dataclasses
+  inputs = _synthetic_inputs(seed=2)
+  params = models.init_reference(TINY, jax.random.key(3), inputs)
+  blind = dataclasses.replace(TINY, history_dropout=0.9)
+  np.testing.assert_array_equal(
+      np.asarray(models.reference_log_probs(blind, params, inputs)),
+      np.asarray(models.reference_log_probs(TINY, params, inputs)))
+  from spacer_jax.models.reference import ReferenceModel
+  one = jax.tree.map(lambda a: a[0], inputs)
+  run = lambda cfg, key: np.asarray(ReferenceModel(cfg).apply(
+      params, one, deterministic=False, rngs={'dropout': key}))
+  with_history = run(TINY, jax.random.key(0))
+  without = run(blind, jax.random.key(0))
+  valid = _valid(inputs)[0]
+  moved = np.abs(without - with_history).max(-1)[valid]
+  # Positions with earlier history change; the first position of each agent has none.
+  assert (moved > 1e-4).mean() > 0.5
+  first = np.zeros_like(valid)
+  first[:, 0] = True
+  np.testing.assert_allclose(without[first & valid], with_history[first & valid], atol=1e-5)
+  with pytest.raises(ValueError, match='history_dropout'):
+    dataclasses.replace(TINY, history_dropout=1.0)

@@ -45,6 +45,11 @@ class ReferenceConfig:
       relative to the query over the last token (relative displacement, closing speed,
       inverse time to contact: ``features.relative_motion_features``). False in models
       trained before it existed.
+    history_dropout: in training passes (``deterministic=False``), the probability that
+      an agent position sees none of its own earlier positions (only its current token
+      and the scene), so that it cannot just continue the motion it is in (the
+      "copycat" shortcut of imitation) and must read braking from the car ahead. 0 =
+      off; never used in evaluation or decoding.
   """
 
   hidden: int = 128
@@ -64,6 +69,7 @@ class ReferenceConfig:
   position_scale: float = 20.0
   rel_dim: int = 32
   agent_motion_features: bool = False
+  history_dropout: float = 0.0
 
   def __post_init__(self):
     positive = ('hidden', 'num_heads', 'agent_layers', 'num_tokens', 'num_agent_types',
@@ -83,6 +89,9 @@ class ReferenceConfig:
         not isinstance(self.temporal_window, int) or self.temporal_window < 1):
       raise ValueError(f'ReferenceConfig.temporal_window must be None or a positive int, '
                        f'got {self.temporal_window!r}')
+    if not 0.0 <= self.history_dropout < 1.0:
+      raise ValueError(f'ReferenceConfig.history_dropout must be in [0, 1), got '
+                       f'{self.history_dropout}')
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f'ReferenceConfig.dropout must be in [0, 1), got {self.dropout}')
     if self.position_scale <= 0:

@@ -16,6 +16,8 @@ Variants (``reference.py:<variant>``, combine with commas, e.g. ``cpu,catk``):
     (closing speed) and half the generated scenes hold incidents (stalled cars,
     slow-downs) the traffic behind must react to. With ``init_checkpoint`` the loaded
     model gains the motion inputs with zero weights, so it starts as it was.
+    ``--config.model.history_dropout`` (e.g. 0.5) hides training positions' own history
+    so that braking has to be read from the scene, not continued.
 """
 
 import ml_collections
@@ -32,6 +34,7 @@ RULES = {
     'model.num_map_segments': 'int >= 1',
     'model.dropout': 'float in [0, 1)',
     'model.agent_motion_features': 'bool',
+    'model.history_dropout': 'float in [0, 1)',
     'tokens.num_tokens': 'int >= 1',
     'tokens.steps_per_token': 'int >= 1',
     'data.format': ('tf_example', 'scenario'),
@@ -86,6 +89,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.dropout = 0.1
   # Relative motion (closing speed) in the agent->agent keys; see ``follow``.
   c.model.agent_motion_features = False
+  # Training positions that see none of their own history (ReferenceConfig).
+  c.model.history_dropout = 0.0
 
   c.tokens = ml_collections.ConfigDict()
   c.tokens.vocabulary = ''  # Vocabulary artifact path; '' = the cached default.

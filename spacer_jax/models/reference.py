@@ -231,6 +231,13 @@ class ReferenceModel(nn.Module):
                           starts, poses)
     q_pos = jnp.arange(valid.shape[1])
     ctx = self._context(q_pos, poses, valid, poses, valid, segments, starts)
+    if not deterministic and self.config.history_dropout > 0:
+      # Some positions lose their own history (the first temporal key is the position
+      # itself, which stays): they must predict from the current token and the scene.
+      blind = jax.random.bernoulli(self.make_rng('dropout'), self.config.history_dropout,
+                                   valid.shape)
+      own = jnp.arange(ctx.time_mask.shape[-1]) == 0
+      ctx = ctx._replace(time_mask=ctx.time_mask & (own | ~blind[..., None]))
     for i in range(self.config.agent_layers):
       x = self._agent_layer(i, x, x, ctx, map_emb, deterministic)
     return self.heads(x, inputs.agent_type)

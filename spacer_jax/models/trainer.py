@@ -16,6 +16,7 @@ checkpoint resumes exactly as if it had not stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Optional
@@ -47,7 +48,8 @@ def model_config(config: ml_collections.ConfigDict, num_tokens: int) -> Referenc
   size = config.model.size
   common = dict(num_tokens=num_tokens, num_map_segments=config.model.num_map_segments,
                 dropout=config.model.dropout,
-                agent_motion_features=config.model.agent_motion_features)
+                agent_motion_features=config.model.agent_motion_features,
+                history_dropout=config.model.history_dropout)
   if size == 'tiny':
     return reference_config('nano', hidden=32, map_layers=1, agent_layers=1, k_map_self=4,
                             k_map=8, k_agent=4, temporal_window=4, rel_dim=16, **common)
@@ -163,7 +165,8 @@ def evaluate(config: ml_collections.ConfigDict, fns: dict, params: Any, eval_inp
 SAFE_TO_CHANGE = ('train.time_budget_s', 'train.stop_at', 'train.log_every',
                   'train.eval_every', 'train.checkpoint_every')
 # Fields added after older runs were written, with the value those runs had.
-ADDED_FIELDS = {'model.agent_motion_features': False, 'data.incident_rate': 0.0}
+ADDED_FIELDS = {'model.agent_motion_features': False, 'data.incident_rate': 0.0,
+                'model.history_dropout': 0.0}
 
 
 def _finished(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
@@ -201,6 +204,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       rcfg, init_params = train_lib.add_motion_features(rcfg, init_params)
       print('init_checkpoint: the agent->agent keys gain relative motion inputs '
             '(zero weights: the loaded model is unchanged until they train).', flush=True)
+    # A training setting: the recipe's, whatever the loaded model was trained with.
+    rcfg = dataclasses.replace(rcfg, history_dropout=config.model.history_dropout)
   else:
     rcfg = model_config(config, vocab.num_tokens)
   if config.catk.enabled and init_params is None:
