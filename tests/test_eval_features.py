@@ -1,6 +1,7 @@
 """Known-answer tests of the WOSAC features (spacer_jax.eval features, road_edge,
 red_light)."""
 
+import functools
 import math
 
 import jax
@@ -219,6 +220,27 @@ def test_road_edge_index_matches_brute_force_on_a_map():
   d, exact = _signed(seg, q)  # also checks the answers against the brute force
   assert (d > 0).any() and (d < 0).any()
   assert exact.mean() > 0.75  # most queries are certified without the fallback
+
+
+def test_road_edge_fallback_resolves_every_query_far_off_the_map():
+  """Rollouts that leave the map put many queries far outside the index: the fallback
+  redoes them in rounds of its budget until every answer is exact."""
+  rng = np.random.default_rng(2)
+  lines = [builders.Polyline(np.stack([np.linspace(-40, 40, 30), 3.0 * np.sin(
+      np.linspace(0, 6, 30)) + 10 * k], -1), 15, k) for k in range(3)]
+  seg = _segments(lines)
+  far = rng.uniform(300, 900, (256, 2)) * rng.choice([-1, 1], (256, 2))
+  q = jnp.asarray(np.concatenate([far, np.zeros((256, 1))], -1), jnp.float32)
+  _, exact = road_edge.indexed_road_edge_distances(q, seg)
+  assert int((~exact).sum()) > 64  # more than one budget of the fallback
+  d, unresolved, _, brute = _both_ways(q, seg)  # budget 64 per round
+  assert int(unresolved) == 0
+  np.testing.assert_allclose(np.asarray(d), np.asarray(brute), atol=1e-4)
+  # One round only: what is left over is counted, not silently kept.
+  _, left = jax.jit(functools.partial(road_edge.refine_road_edge_distances,
+                                      max_fallback=64, max_rounds=1))(
+      q, jnp.zeros(256), ~exact, seg)
+  assert int(left) == int((~exact).sum()) - 64
 
 
 def test_road_edge_without_edges_is_nan():

@@ -237,23 +237,37 @@ def _with_index(q: jax.Array, seg: RoadEdgeSegments) -> tuple[jax.Array, jax.Arr
 
 def refine_road_edge_distances(query_xyz: jax.Array, distance: jax.Array,
                                uncertified: jax.Array, segments: RoadEdgeSegments,
-                               max_fallback: int) -> tuple[jax.Array, jax.Array]:
-  """Redoes up to ``max_fallback`` uncertified queries of one scenario by brute force.
+                               max_fallback: int, max_rounds: int = 64
+                               ) -> tuple[jax.Array, jax.Array]:
+  """Redoes the uncertified queries of one scenario by brute force, ``max_fallback``
+  at a time, until none is left or ``max_rounds`` rounds are spent.
+
+  Rollouts that leave the map (queries far outside the index's cells) can leave more
+  uncertified corners than one budget holds; the rounds make every answer exact at a
+  cost proportional to how many there are (one round when they fit).
 
   Args:
     query_xyz: ``(Q, 3)``; distance: ``(Q,)`` index answers; uncertified: ``(Q,)`` bool.
     segments: the scenario's :class:`RoadEdgeSegments`.
-    max_fallback: static number of brute-force queries (``O(M)`` each).
+    max_fallback: static number of brute-force queries per round (``O(M)`` each).
+    max_rounds: rounds at most (a bound on the time a pathological input can take).
 
   Returns:
     ``(distance (Q,), unresolved ())``: NaN distances when the scenario has no road
     edge; ``unresolved`` counts uncertified queries left with the index answer.
   """
   num_q = query_xyz.shape[0]
-  (rows,) = jnp.nonzero(uncertified, size=max_fallback, fill_value=num_q)
-  fixed = _brute_force(query_xyz[jnp.minimum(rows, num_q - 1)], segments)
-  distance = distance.at[rows].set(fixed, mode='drop')
-  unresolved = jnp.maximum(jnp.sum(uncertified, dtype=jnp.int32) - max_fallback, 0)
+
+  def redo(carry):
+    dist, left, rounds = carry
+    (rows,) = jnp.nonzero(left, size=max_fallback, fill_value=num_q)
+    fixed = _brute_force(query_xyz[jnp.minimum(rows, num_q - 1)], segments)
+    return (dist.at[rows].set(fixed, mode='drop'), left.at[rows].set(False, mode='drop'),
+            rounds + 1)
+
+  more = lambda carry: jnp.any(carry[1]) & (carry[2] < max_rounds)
+  distance, left, _ = jax.lax.while_loop(more, redo, (distance, uncertified, jnp.int32(0)))
+  unresolved = jnp.sum(left, dtype=jnp.int32)
   has_edges = segments.num_segments > 0
   return (jnp.where(has_edges, distance, jnp.nan),
           jnp.where(has_edges, unresolved, 0))
