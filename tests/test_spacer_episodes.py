@@ -192,3 +192,28 @@ def test_bc_expert_episode_hides_the_goals_ppo_hides():
   shown = jax.jit(lambda w: bc.expert_episode(selfplay, w))(worlds)[0]
   assert np.all(np.asarray(shown.ego)[:, 0, PARKED, 5] == 1.0)
   assert np.asarray(valid)[:, 0, MOVING].all() and tokens.shape == valid.shape
+
+
+def test_goal_progress_reward_sums_to_the_share_of_the_way_covered(default_episode):
+  """With reward.progress_weight the task reward gains, per agent and episode, the share
+  of the way to its goal it covered (telescoping per-step terms); the parked car at its
+  goal is divided by the 10 m floor, so leaving costs it."""
+  worlds, plain = default_episode
+  _, shaped = _episode(_selfplay(progress_weight=1.0))  # same seed: same motion
+  np.testing.assert_array_equal(shaped.actions, plain.actions)
+  extra = np.sum(shaped.task_reward - plain.task_reward, axis=0)[0]  # (N,)
+  goal = np.asarray(worlds.goal)[0]
+  start = np.asarray(worlds.state.current_sim_trajectory.xy)[0, :, 0]
+  end = np.asarray(shaped.final_state.current_sim_trajectory.xy)[0, :, 0]
+  d0, d1 = np.linalg.norm(start - goal, axis=-1), np.linalg.norm(end - goal, axis=-1)
+  acting = np.asarray(plain.acted).any(axis=0)[0]
+  want = np.where(acting, (d0 - d1) / np.maximum(d0, 10.0), 0.0)
+  np.testing.assert_allclose(extra, want, atol=1e-4)
+  assert d0[MOVING] > 10.0 and d0[PARKED] < 2.0
+  # Direct: halfway there from 40 m is 0.5; 2 m away from a parked goal is -0.2.
+  cfg = rewards.RewardConfig(progress_weight=1.0)
+  r = rewards.progress_reward(jnp.array([40.0, 0.0]), jnp.array([20.0, 2.0]),
+                              jnp.array([40.0, 0.0]), jnp.array([True, True]), cfg)
+  np.testing.assert_allclose(np.asarray(r), [0.5, -0.2])
+  with pytest.raises(ValueError, match='progress_min_distance'):
+    rewards.RewardConfig(progress_min_distance=0.0)

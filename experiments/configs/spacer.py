@@ -71,6 +71,8 @@ RULES = {
     'reward.after_offroad': ('remove', 'freeze', 'continue'),
     'reward.exempt_log_offroad': 'bool',
     'reward.goal_after_infraction': 'bool',
+    'reward.progress_weight': 'float >= 0',
+    'reward.progress_min_distance': 'float > 0',
     'loss.clip_eps': 'float > 0',
     'loss.value_coef': 'float >= 0',
     'loss.entropy_coef': 'float >= 0',
@@ -191,6 +193,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # A collision or off-road event forfeits the goal (agents keep acting): otherwise a
   # collision (-0.75) on the way to the goal (+1) pays.
   c.reward.goal_after_infraction = False
+  # Dense goal progress (spacer.rewards.progress_reward): the share of the way to the
+  # goal covered, so that standing still forfeits something. 0 = the paper's sparse
+  # rewards only.
+  c.reward.progress_weight = 0.0
+  c.reward.progress_min_distance = 10.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.clip_eps = 0.2

@@ -282,6 +282,8 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 # Runs before the field cloned pool 0 (goals always shown).
                 'bc.num_pools': 1,
                 'ppo.critic_warmup_steps': 0,
+                'reward.progress_weight': 0.0,
+                'reward.progress_min_distance': 10.0,
                 # Runs before the field chose the best state by meta alone.
                 'train.best_max_min_ade': 0.0,
                 **{f'obs.{f.name}': f.default for f in dataclasses.fields(ObservationConfig)

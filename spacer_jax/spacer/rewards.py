@@ -67,6 +67,15 @@ class RewardConfig:
       others to the goal pays. False (default) makes the goal count only for an agent
       without an earlier (or same-step) collision or off-road event, as removal did;
       PufferDrive fixed the same loophole (its issue #450).
+    progress_weight: weight of the dense goal-progress reward (0 = off): each step an
+      acting agent earns ``progress_weight * (d_before - d_after) / max(d_start,
+      progress_min_distance)``, ``d`` its distance to the goal (m). Over an episode it
+      sums to the share of the way to the goal covered (1 at the goal, 0 standing
+      still, negative driving away), so a policy that stops forfeits it: the sparse
+      goal reward alone (goal rates 0.1-0.2 on 8 s episodes) loses to the safety of
+      standing still. Parked cars (goal within ``progress_min_distance``) earn nothing
+      for staying and lose for leaving.
+    progress_min_distance: floor (m) of the distance the progress is divided by.
   """
 
   goal_weight: float = 1.0
@@ -78,6 +87,8 @@ class RewardConfig:
   after_offroad: str = 'continue'
   exempt_log_offroad: bool = True
   goal_after_infraction: bool = False
+  progress_weight: float = 0.0
+  progress_min_distance: float = 10.0
 
   def __post_init__(self):
     for name in ('after_goal', 'after_collision', 'after_offroad'):
@@ -86,7 +97,10 @@ class RewardConfig:
                          f'{TERMINAL_BEHAVIOURS}.')
     if not self.goal_radius > 0:
       raise ValueError(f'RewardConfig.goal_radius must be > 0, got {self.goal_radius}.')
-    for name in ('goal_weight', 'collision_weight', 'offroad_weight'):
+    if not self.progress_min_distance > 0:
+      raise ValueError(f'RewardConfig.progress_min_distance must be > 0 m, got '
+                       f'{self.progress_min_distance}.')
+    for name in ('goal_weight', 'collision_weight', 'offroad_weight', 'progress_weight'):
       if getattr(self, name) < 0:
         raise ValueError(f'RewardConfig.{name} must be >= 0, got {getattr(self, name)}.')
 
@@ -245,6 +259,28 @@ def task_reward(collided: jax.Array, offroad: jax.Array, goal_reached: jax.Array
        - config.collision_weight * collided.astype(jnp.float32)
        - config.offroad_weight * offroad.astype(jnp.float32))
   return jnp.where(alive, r, 0.0)
+
+
+def goal_distance(xy: jax.Array, goal: jax.Array) -> jax.Array:
+  """``(..., N)`` metres from positions ``(..., N, 2)`` to ``goal (..., N, 2)``."""
+  return jnp.sqrt((xy[..., 0] - goal[..., 0]) ** 2 + (xy[..., 1] - goal[..., 1]) ** 2)
+
+
+def progress_reward(before: jax.Array, after: jax.Array, start: jax.Array,
+                    alive: jax.Array, config: RewardConfig) -> jax.Array:
+  """The goal-progress term of one step (``RewardConfig.progress_weight``).
+
+  Args:
+    before, after: ``(..., N)`` distance to the goal (m) before / after the step.
+    start: ``(..., N)`` distance at the start of the episode (m).
+    alive: ``(..., N)`` bool, the agents that acted.
+    config: its weight and ``progress_min_distance``.
+
+  Returns:
+    float32 ``(..., N)``, 0 where not alive.
+  """
+  scale = jnp.maximum(start, config.progress_min_distance)
+  return jnp.where(alive, config.progress_weight * (before - after) / scale, 0.0)
 
 
 def spacer_reward(task: jax.Array, ref_log_prob: jax.Array, alive: jax.Array,
