@@ -62,14 +62,31 @@ def _rollouts(log, rng, noise):
   return fut.replace(x=fut.x + dx, y=fut.y + dy)
 
 
-@pytest.mark.parametrize('noise', [0.0, 3.0])
-def test_road_edge_distances_equal_brute_force_on_the_recorded_polylines(scenario, noise):
-  """Box-corner queries of every valid object (the log's future, or with a random drift
-  growing to ``noise`` m): the certified index on the subdivided map answers what the
+def _constant_velocity(log):
+  """(R = 1, N, 80): every object valid at the current step driving on at its current
+  velocity and heading for 8 s (tens of metres off the mapped road for many)."""
+  now = INIT_STEPS - 1
+  t = jnp.arange(1, log.x.shape[-1] - now) * 0.1
+  fut = jax.tree.map(lambda a: a[..., INIT_STEPS:], log)
+  x = log.x[..., now:now + 1] + log.vel_x[..., now:now + 1] * t
+  y = log.y[..., now:now + 1] + log.vel_y[..., now:now + 1] * t
+  hold = lambda a: jnp.broadcast_to(a[..., now:now + 1], fut.x.shape)
+  fut = fut.replace(x=x, y=y, z=hold(log.z), yaw=hold(log.yaw),
+                    valid=jnp.broadcast_to(log.valid[..., now:now + 1], fut.x.shape))
+  return jax.tree.map(lambda a: a[None], fut)
+
+
+@pytest.mark.parametrize('kind', ['log', 'drift', 'constant_velocity'])
+def test_road_edge_distances_equal_brute_force_on_the_recorded_polylines(scenario, kind):
+  """Box-corner queries of every valid object (the log's future, the log with a random
+  drift growing to 3 m, or constant velocity from the current step, which leaves the
+  map): the certified index on the subdivided map, with its fallback, answers what the
   brute force gives over the recorded vertices alone."""
   subdivided = _state(scenario, scenario_proto.MAP_SPACING_M)
   recorded = _state(scenario, 1e9)  # No point inserted: the recorded polylines.
-  fut = _rollouts(subdivided.log_trajectory, jax.random.key(0), noise)
+  noise = 3.0 if kind == 'drift' else 0.0
+  fut = (_constant_velocity(subdivided.log_trajectory) if kind == 'constant_velocity'
+         else _rollouts(subdivided.log_trajectory, jax.random.key(0), noise))
   box = {n: getattr(fut, n)[0] for n in ('x', 'y', 'z', 'yaw', 'length', 'width',
                                           'height')}
   ok = np.asarray(fut.valid[0])
@@ -87,7 +104,7 @@ def test_road_edge_distances_equal_brute_force_on_the_recorded_polylines(scenari
                           for i in range(0, len(query), 4096)])
   np.testing.assert_allclose(np.asarray(fast), exact, atol=1e-4)
   # The resampled map (before this reader kept the vertices) was off by decimetres.
-  if noise == 0.0:
+  if kind == 'log':
     moved = road_edge.build_road_edge_segments(_resampled(scenario).roadgraph_points)
     off = np.concatenate([np.asarray(brute(query[i:i + 4096], moved))
                           for i in range(0, len(query), 4096)])
