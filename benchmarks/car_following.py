@@ -28,15 +28,11 @@ from spacer_jax.eval.sim_agent_policies import load_policy
 def _without_motion_inputs(policy, params):
   """``params`` with the agent->agent relative-motion input weights set to zero."""
   from spacer_jax.models.features import NUM_RELATIVE_FEATURES
+  from spacer_jax.models.train import map_agent_rel_kernel
   if not getattr(getattr(policy, 'config', None), 'agent_motion_features', False):
     raise SystemExit(f'--motion_ablation: {type(policy).__name__} has no relative-motion '
                      'inputs (a reference with agent_motion_features)')
-  inner = dict(params['params'])
-  rel = dict(inner['agent_rel'])
-  dense = dict(rel['in'])
-  dense['kernel'] = dense['kernel'].at[NUM_RELATIVE_FEATURES:].set(0.0)
-  rel['in'], inner['agent_rel'] = dense, rel
-  return {**params, 'params': inner}
+  return map_agent_rel_kernel(params, lambda k: k.at[NUM_RELATIVE_FEATURES:].set(0.0))
 
 
 def main() -> None:

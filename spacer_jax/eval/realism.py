@@ -42,9 +42,9 @@ Two jitted halves: :func:`compute_features` (all the geometry, vmapped over scen
 ``lax.map`` over rollouts) and :func:`score_features` (estimators; cheap, so one feature
 pass can be scored under both the 2024 and the 2025 config). Road-edge distances use a
 per-scenario grid index with a certified fallback; the counters
-``road_edge_unresolved`` / ``red_light_unchecked`` report any query that exceeded the
-fallback budgets of :class:`RealismOptions` (0 for log-like rollouts of the WOMD
-sample with the defaults; rollouts far off the map can exceed them).
+``road_edge_unresolved`` / ``red_light_unchecked`` report any query left unchecked:
+the road-edge fallback repeats rounds of its budget until every query is exact (at most
+64 rounds), the red-light checks have one budget of :class:`RealismOptions`.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ class RealismOptions:
     rollout_batch_size: rollouts whose features are computed at once (memory grows
       with it); None = all.
     road_edge_fallback: uncertified road-edge queries (box corners) redone by brute
-      force, per scenario (log and all rollouts together); the rest are counted in
-      ``RealismResult.road_edge_unresolved``.
+      force per round, per scenario (log and all rollouts together); rounds repeat
+      until none is left (``road_edge.refine_road_edge_distances``, at most 64), and
+      any left after them are counted in ``RealismResult.road_edge_unresolved``.
     red_light_checks: stop-line crossings per scenario (log and all rollouts) whose
       nearest lane is checked; the rest are counted in
       ``RealismResult.red_light_unchecked``.

@@ -293,14 +293,15 @@ def signed_distance_to_road_edges(query_xyz: jax.Array, segments: RoadEdgeSegmen
   Args:
     query_xyz: ``(..., Q, 3)`` metres.
     segments: ``(...)`` from :func:`build_road_edge_segments`.
-    max_fallback: uncertified queries redone by brute force (per scenario and call).
+    max_fallback: uncertified queries redone by brute force per round (per scenario and
+      call; rounds repeat until none is left, see :func:`refine_road_edge_distances`).
     query_valid: ``(..., Q)`` bool; invalid queries keep the index answer, never use
       the fallback (default: all valid).
 
   Returns:
     ``(distance (..., Q), unresolved (...))``: NaN distances when the scenario has no
-    road-edge segment; ``unresolved`` counts uncertified queries beyond
-    ``max_fallback`` (their index answer is kept).
+    road-edge segment; ``unresolved`` counts uncertified queries left after the rounds
+    (their index answer is kept).
   """
   if query_valid is None:
     query_valid = jnp.ones(query_xyz.shape[:-1], bool)

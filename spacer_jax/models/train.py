@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, Optional
@@ -31,6 +32,7 @@ from spacer_jax.models.api import (
     reference_log_probs,
 )
 from spacer_jax.models.config import ReferenceConfig
+from spacer_jax.models.features import NUM_MOTION_FEATURES
 from spacer_jax.models.losses import next_token_loss
 from spacer_jax.models.reference import position_valid
 from spacer_jax.models.rollout import (
@@ -96,6 +98,18 @@ def init_train_state(config: ReferenceConfig, optimizer: optax.GradientTransform
                     opt_state=optimizer.init(params), rng=rng)
 
 
+def map_agent_rel_kernel(params: Any, fn: Callable[[jax.Array], jax.Array]) -> Any:
+  """``params`` with the input kernel of the agent->agent relative embedding (``(F,
+  rel_dim)``: rows are the relative pose features, then the motion features) replaced by
+  ``fn(kernel)``; nothing else is copied or changed."""
+  inner = dict(params['params'])
+  rel = dict(inner['agent_rel'])
+  dense = dict(rel['in'])
+  dense['kernel'] = fn(jnp.asarray(dense['kernel']))
+  rel['in'], inner['agent_rel'] = dense, rel
+  return {**params, 'params': inner}
+
+
 def add_motion_features(config: ReferenceConfig, params: Any
                         ) -> tuple[ReferenceConfig, Any]:
   """A model without ``agent_motion_features`` turned into one with them that computes
@@ -110,21 +124,12 @@ def add_motion_features(config: ReferenceConfig, params: Any
   Returns:
     ``(config, params)`` with the motion features on.
   """
-  import dataclasses
-
-  from spacer_jax.models.features import NUM_MOTION_FEATURES
   if config.agent_motion_features:
     raise ValueError('the model already has agent motion features')
-  inner = dict(params['params'])
-  rel = dict(inner['agent_rel'])
-  dense = dict(rel['in'])
-  kernel = jnp.asarray(dense['kernel'])
-  dense['kernel'] = jnp.concatenate(
-      [kernel, jnp.zeros((NUM_MOTION_FEATURES, kernel.shape[1]), kernel.dtype)], axis=0)
-  rel['in'] = dense
-  inner['agent_rel'] = rel
+  widen = lambda k: jnp.concatenate(
+      [k, jnp.zeros((NUM_MOTION_FEATURES, k.shape[1]), k.dtype)], axis=0)
   return (dataclasses.replace(config, agent_motion_features=True),
-          {**params, 'params': inner})
+          map_agent_rel_kernel(params, widen))
 
 
 @struct.dataclass

@@ -217,11 +217,14 @@ class SelfPlay:
                          'the worlds with SelfPlay.prepare.')
       exempt = controlled & worlds.log_offroad
 
-    start_distance = rew.goal_distance(cur.xy[..., 0, :], worlds.goal)
+    # Goal distances only feed the optional progress term.
+    distance = lambda s: rew.goal_distance(s.current_sim_trajectory.xy[..., 0, :],
+                                           worlds.goal)
+    start_distance = distance(state) if cfg.progress_weight else None
 
     def step(carry, key):
       state, status = carry
-      before = rew.goal_distance(state.current_sim_trajectory.xy[..., 0, :], worlds.goal)
+      before = distance(state) if cfg.progress_weight else None
       obs = self.observe(worlds, state, status, goal_visible)
       actions, log_prob, values, _ = self.act(params, obs, key, decoding)
       # Alive agents act; frozen ones stand still (token 0); removed ones leave the
@@ -237,9 +240,8 @@ class SelfPlay:
       task = rew.task_reward(events.collision, events.offroad, events.goal, events.acted,
                              cfg)
       if cfg.progress_weight:
-        task = task + rew.progress_reward(before, rew.goal_distance(cur.xy[..., 0, :],
-                                                                    worlds.goal),
-                                          start_distance, events.acted, cfg)
+        task = task + rew.progress_reward(before, distance(state), start_distance,
+                                          events.acted, cfg)
       out = dict(obs=obs, actions=jnp.where(events.acted, actions, 0),
                  log_probs=jnp.where(events.acted, log_prob, 0.0),
                  values=jnp.where(events.acted, values, 0.0), acted=events.acted,
