@@ -247,6 +247,39 @@ def test_hr_ppo_trains_its_bc_anchor_then_self_play(tmp_path):
   assert jax.tree_util.tree_leaves(params)
 
 
+def test_bc_learning_rate_schedules():
+  """bc.lr_schedule: constant keeps bc.lr, cosine reaches 0 at bc.steps; configs
+  written before the field are constant; an unknown name is refused."""
+  from spacer_jax.spacer import bc
+  config = spacer_configs.get_config('tiny')
+  config.bc.steps, config.bc.lr = 10, 0.5
+  params = {'w': jax.numpy.zeros(())}
+  grads = {'w': jax.numpy.ones(())}
+
+  def moves(schedule):
+    if schedule is None:
+      del config.bc['lr_schedule']  # A config written before the field.
+    else:
+      config.bc.lr_schedule = schedule
+    opt = bc.bc_optimizer(config)
+    state = opt.init(params)
+    out = []
+    for _ in range(config.bc.steps):
+      update, state = opt.update(grads, state, params)
+      out.append(-float(update['w']))
+    return out
+
+  constant = moves('constant')
+  np.testing.assert_allclose(constant, 0.5, rtol=1e-3)  # Adam's first steps move by lr.
+  cosine = moves('cosine')
+  assert cosine[0] == pytest.approx(0.5, rel=1e-3)
+  assert all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] < 0.05
+  np.testing.assert_allclose(moves(None), constant)
+  config.bc.lr_schedule = 'linear'
+  with pytest.raises(ValueError, match='bc.lr_schedule'):
+    bc.bc_optimizer(config)
+
+
 @pytest.mark.parametrize('n,m', [(10, 3), (12, 4), (9, 4), (8, 2)])
 def test_minibatches_split_each_worlds_valid_agent_steps_evenly(n, m):
   rng = np.random.default_rng(n + m)

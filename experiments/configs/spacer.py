@@ -94,6 +94,7 @@ RULES = {
     'bc.steps': 'int >= 1',
     'bc.batch_worlds': 'int >= 1',
     'bc.lr': 'float > 0',
+    'bc.lr_schedule': ('constant', 'cosine'),  # spacer.bc.BC_LR_SCHEDULES.
     'bc.num_pools': 'int >= 1',
     'mesh.num_devices': 'int >= 0',  # 0 = all devices.
     'train.total_agent_steps': 'int >= 0',
@@ -239,6 +240,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.bc.steps = 2000
   c.bc.batch_worlds = 32
   c.bc.lr = 1e-3
+  c.bc.lr_schedule = 'constant'  # constant | cosine (to 0 over bc.steps)
   # Training pools the BC policy learns from (pool_size scenes each, the first ones of
   # the training set), goals hidden with obs.goal_dropout as in PPO.
   c.bc.num_pools = 8

@@ -281,6 +281,7 @@ ADDED_FIELDS = {'policy.network': 'late_fusion',
                 'train.val_batch_size': 4,
                 # Runs before the field cloned pool 0 (goals always shown).
                 'bc.num_pools': 1,
+                'bc.lr_schedule': 'constant',
                 'ppo.critic_warmup_steps': 0,
                 'reward.progress_weight': 0.0,
                 'reward.progress_min_distance': 10.0,

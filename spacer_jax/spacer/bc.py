@@ -114,13 +114,27 @@ def make_bc_step(selfplay: SelfPlay, optimizer: optax.GradientTransformation,
   return step
 
 
+BC_LR_SCHEDULES = ('constant', 'cosine')
+
+
+def bc_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam at ``bc.lr``, constant or cosine-decayed to 0 over ``bc.steps``
+  (``bc.lr_schedule``; configs written before the field are constant)."""
+  schedule = config.bc.get('lr_schedule', 'constant')
+  if schedule not in BC_LR_SCHEDULES:
+    raise ValueError(f'bc.lr_schedule={schedule!r}; expected one of {BC_LR_SCHEDULES}.')
+  if schedule == 'cosine':
+    return optax.adam(optax.cosine_decay_schedule(config.bc.lr, config.bc.steps))
+  return optax.adam(config.bc.lr)
+
+
 def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: SelfPlay,
                     load_scenarios: Callable[[list[int]], Any],
                     pool_seeds: Callable[[int], list[int]]) -> Any:
   """Trains (or resumes, or just loads when finished) the BC policy in ``workdir``.
 
   Args:
-    config: the SPACER config (``bc`` section: steps, batch_worlds, lr).
+    config: the SPACER config (``bc`` section: steps, batch_worlds, lr, lr_schedule).
     workdir: checkpoint / log directory of the BC run.
     selfplay: supplies the policy, observation and token environment.
     load_scenarios: seeds -> batched scenarios.
@@ -136,7 +150,7 @@ def train_bc_policy(config: ml_collections.ConfigDict, workdir: str, selfplay: S
   num_pools = min(config.bc.num_pools,
                   -(-config.data.num_train_scenarios // config.data.pool_size))
   pools = [prepare(load_scenarios(pool_seeds(i))) for i in range(num_pools)]
-  optimizer = optax.adam(config.bc.lr)
+  optimizer = bc_optimizer(config)
   init = init_train_state(selfplay, optimizer, pools[0],
                           jax.random.PRNGKey(config.seed + 3))
   params, opt_state = init.params, init.opt_state
@@ -190,4 +204,5 @@ def load_bc_policy(path: str) -> Any:
   return out[1]['params']
 
 
-__all__ = ['bc_loss', 'expert_episode', 'load_bc_policy', 'make_bc_step', 'train_bc_policy']
+__all__ = ['BC_LR_SCHEDULES', 'bc_loss', 'bc_optimizer', 'expert_episode', 'load_bc_policy',
+           'make_bc_step', 'train_bc_policy']

@@ -1,0 +1,130 @@
+"""How well does the behaviour-cloned start fit the log? Held-out NLL and speed bias.
+
+SPACER's ``cpu`` recipe starts self-play from a policy cloned on logged tokens
+(``spacer.bc``). Its training log reports the cross-entropy of single 4-world batches,
+which swings by a nat from batch to batch; this trains (or resumes) a BC policy under a
+``train_spacer`` config with overrides and scores it on the validation scenes' expert
+episodes (seeds ``data.eval_seed_offset``+, goals shown as PPO's dropout draws them):
+
+* NLL and top-1 accuracy of the expert token, overall and per agent type;
+* for vehicles the log moves faster than 2 m/s: their NLL, the probability the policy
+  puts on tokens within 0.3 m/s of the expert token's speed, its expected and greedy token
+  speed minus the expert's, and the expected speed at temperature 0.5 (a decoding that
+  sharpens a policy reveals where its mode lies: a fragmented vocabulary can leave the
+  single stopping token as the mode while most mass is on moving ones).
+
+  python benchmarks/bc_fit.py --workdir /tmp/runs/bcfit_default \\
+      [--set bc.steps=800 --set policy.head_width=128] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from timing_utils import report_json
+
+from experiments.configs import spacer as spacer_configs
+from spacer_jax.apps import train_spacer
+from spacer_jax.spacer import bc, factory
+from spacer_jax.spacer.observation import sample_goal_visible
+from spacer_jax.tokens.feasibility import token_speeds
+
+TYPES = ('vehicle', 'pedestrian', 'cyclist')
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+  """``key=value`` strings (python literals where they parse) onto ``config``."""
+  for item in overrides:
+    key, _, raw = item.partition('=')
+    if not _:
+      raise ValueError(f'--set {item!r}: expected key=value, e.g. bc.steps=800.')
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f'--set {key}: the config has no such field.')
+    node[leaf] = value
+  return config
+
+
+def fit_report(params: Any, selfplay: Any, vocab: Any, worlds: Any,
+               seed: int) -> dict[str, Any]:
+  """Held-out NLL, top-1 and speed gaps of ``params`` on the expert episodes of
+  ``worlds`` (see the module docstring)."""
+  visible = sample_goal_visible(jax.random.PRNGKey(seed), worlds.goal.shape[:2],
+                                selfplay.obs_config)
+  obs, tokens, valid = jax.jit(lambda w, v: bc.expert_episode(selfplay, w, v))(worlds,
+                                                                              visible)
+  if obs.feasible is not None:
+    valid = valid & jnp.take_along_axis(obs.feasible, tokens[..., None], -1)[..., 0]
+  logits, _ = jax.jit(selfplay.policy.apply)(params, obs)
+  log_p = jax.nn.log_softmax(logits, -1)
+  nll = np.asarray(-jnp.take_along_axis(log_p, tokens[..., None], -1)[..., 0])
+  top1 = np.asarray(jnp.argmax(logits, -1) == tokens)
+  types = np.asarray(obs.type_index)
+  valid = np.asarray(valid)
+  out: dict[str, Any] = {'nll': float(nll[valid].mean()), 'top1': float(top1[valid].mean()),
+                         'agent_steps': int(valid.sum())}
+  for i, name in enumerate(TYPES):
+    m = valid & (types == i)
+    if m.any():
+      out[f'nll_{name}'] = float(nll[m].mean())
+      out[f'top1_{name}'] = float(top1[m].mean())
+  speeds = token_speeds(vocab)[obs.type_index]  # (T, W, N, K)
+  expert = np.asarray(jnp.take_along_axis(speeds, tokens[..., None], -1)[..., 0])
+  moving = valid & (types == 0) & (expert > 2.0)
+  expected = np.asarray(jnp.sum(jnp.exp(log_p) * speeds, -1))
+  sharp = np.asarray(jnp.sum(jax.nn.softmax(logits / 0.5, -1) * speeds, -1))
+  greedy = np.asarray(jnp.take_along_axis(speeds, jnp.argmax(logits, -1)[..., None],
+                                          -1)[..., 0])
+  near = np.abs(np.asarray(speeds) - expert[..., None]) < 0.3
+  mass_near = np.asarray(jnp.sum(jnp.where(near, jnp.exp(log_p), 0.0), -1))
+  out.update({
+      'moving_vehicle_nll': float(nll[moving].mean()),
+      # Probability on tokens within 0.3 m/s of the expert token's speed.
+      'moving_vehicle_mass_near_expert_speed': float(mass_near[moving].mean()),
+      'moving_vehicle_expert_speed': float(expert[moving].mean()),
+      'moving_vehicle_expected_minus_expert': float((expected - expert)[moving].mean()),
+      'moving_vehicle_t05_minus_expert': float((sharp - expert)[moving].mean()),
+      'moving_vehicle_greedy_minus_expert': float((greedy - expert)[moving].mean()),
+  })
+  return out
+
+
+def run(workdir: str, overrides: list[str]) -> dict[str, Any]:
+  config = apply_overrides(spacer_configs.get_config('cpu'), overrides)
+  vocab, _ = factory.load_vocab(config)
+  selfplay = factory.make_selfplay(config, vocab)
+  source = train_spacer.ScenarioSource(config)
+  os.makedirs(workdir, exist_ok=True)
+  params = bc.train_bc_policy(config, workdir, selfplay, source.scenarios,
+                              source.pool_indices)
+  worlds = jax.jit(selfplay.prepare)(source.eval())
+  report = fit_report(params, selfplay, vocab, worlds, config.seed + 11)
+  return {'workdir': workdir, 'overrides': overrides, 'bc_steps': config.bc.steps,
+          'validation_scenes': config.data.num_eval_scenarios, **report}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--set', action='append', default=[], dest='overrides',
+                      help='config override key=value (repeatable)')
+  parser.add_argument('--json', default='')
+  args = parser.parse_args()
+  report_json(run(args.workdir, args.overrides), args.json)
+
+
+if __name__ == '__main__':
+  main()
