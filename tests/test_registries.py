@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from spacer_jax.sim.registry import Registry
@@ -77,7 +78,8 @@ def test_a_new_policy_network_is_one_config_field_away():
 
   policy.register_policy_network('test_linear', Linear)
   config = spacer_configs.get_config('tiny')
-  config.policy = {'network': 'test_linear', 'scale': 2.0}
+  # kinematic_logits off (every config block has the field) is not passed on.
+  config.policy = {'network': 'test_linear', 'scale': 2.0, 'kinematic_logits': False}
   selfplay = factory.make_selfplay(config, primitive_vocabulary(16))
   assert isinstance(selfplay.policy, Linear)
   assert (selfplay.policy.num_tokens, selfplay.policy.scale) == (16, 2.0)
@@ -86,6 +88,11 @@ def test_a_new_policy_network_is_one_config_field_away():
                      r"\['width'\]"):
     factory.make_selfplay(config, primitive_vocabulary(16))
   assert dataclasses.fields(policy.get_policy_network('late_fusion', num_tokens=4))
+  # Kinematic logits get the vocabulary's token features from the factory.
+  config = spacer_configs.get_config('tiny')
+  config.policy.kinematic_logits = True
+  late = factory.make_selfplay(config, primitive_vocabulary(16)).policy
+  assert late.kinematic_logits and np.asarray(late.token_features).shape == (3, 16, 9)
 
 
 def test_a_new_evaluation_policy_and_planner_family_by_name():
