@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from spacer_jax.sim.registry import Registry
@@ -78,8 +77,7 @@ def test_a_new_policy_network_is_one_config_field_away():
 
   policy.register_policy_network('test_linear', Linear)
   config = spacer_configs.get_config('tiny')
-  # kinematic_logits off (every config block has the field) is not passed on.
-  config.policy = {'network': 'test_linear', 'scale': 2.0, 'kinematic_logits': False}
+  config.policy = {'network': 'test_linear', 'scale': 2.0}
   selfplay = factory.make_selfplay(config, primitive_vocabulary(16))
   assert isinstance(selfplay.policy, Linear)
   assert (selfplay.policy.num_tokens, selfplay.policy.scale) == (16, 2.0)
@@ -88,11 +86,6 @@ def test_a_new_policy_network_is_one_config_field_away():
                      r"\['width'\]"):
     factory.make_selfplay(config, primitive_vocabulary(16))
   assert dataclasses.fields(policy.get_policy_network('late_fusion', num_tokens=4))
-  # Kinematic logits get the vocabulary's token features from the factory.
-  config = spacer_configs.get_config('tiny')
-  config.policy.kinematic_logits = True
-  late = factory.make_selfplay(config, primitive_vocabulary(16)).policy
-  assert late.kinematic_logits and np.asarray(late.token_features).shape == (3, 16, 9)
 
 
 def test_a_new_evaluation_policy_and_planner_family_by_name():

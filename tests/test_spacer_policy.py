@@ -120,38 +120,3 @@ def test_masked_max():
   mask = jnp.array([True, True, False])
   np.testing.assert_allclose(policy.masked_max(x, mask), [3.0, -5.0])
   np.testing.assert_allclose(policy.masked_max(x, jnp.zeros(3, bool)), [0.0, 0.0])
-
-
-def test_kinematic_logits_are_quadratic_in_the_token_end_pose():
-  """kinematic_logits: 864 more parameters at head width 32 (3 x 32 x 9), and the
-  logits minus the dense head's are a quadratic form of each token's end pose."""
-  rng = np.random.default_rng(0)
-  poses = rng.normal(size=(3, 200, 2, 3)).astype(np.float32)
-  feats = policy.kinematic_token_features(poses)
-  phi = np.asarray(feats)
-  assert phi.shape == (3, 200, 9)
-  np.testing.assert_allclose(phi.mean(axis=1), 0.0, atol=1e-5)
-  np.testing.assert_allclose(phi.std(axis=1), 1.0, rtol=1e-3)
-  dense = policy.LateFusionPolicy(num_tokens=200)
-  kin = policy.LateFusionPolicy(num_tokens=200, kinematic_logits=True,
-                                token_features=feats)
-  rng_key = jax.random.key(0, impl='unsafe_rbg')
-  obs = _random_obs(3, batch=(2,))
-  params = jax.jit(policy.init_policy, static_argnums=1)(rng_key, kin, obs)
-  assert policy.count_params(params) == 72_505 + 3 * 32 * 9
-  # The same weights without w3 are the dense head: the difference is coef . phi.
-  dense_params = {'params': {k: v for k, v in params['params'].items() if k != 'actor_w3'}}
-  diff = _apply(kin, params, obs)[0] - _apply(dense, dense_params, obs)[0]
-  w3 = np.asarray(params['params']['actor_w3'])  # (3, 32, 9)
-  assert np.abs(np.asarray(diff)).max() > 1e-4
-  # Rank <= 9 per type: the difference lies in the span of that type's features.
-  types = np.asarray(obs.type_index)
-  for t in range(3):
-    rows = np.asarray(diff)[types == t]
-    if rows.size:
-      coef, *_ = np.linalg.lstsq(phi[t], rows.T, rcond=None)
-      np.testing.assert_allclose(phi[t] @ coef, rows.T, atol=1e-4)
-  assert w3.shape == (3, 32, 9)
-  with pytest.raises(ValueError, match='token_features'):
-    jax.jit(policy.init_policy, static_argnums=1)(
-        rng_key, policy.LateFusionPolicy(num_tokens=200, kinematic_logits=True), obs)

@@ -62,7 +62,6 @@ RULES = {
     'policy.width': 'int >= 1',
     'policy.hidden': 'int >= 1',
     'policy.head_width': 'int >= 1',
-    'policy.kinematic_logits': 'bool',
     'reward.goal_weight': 'float >= 0',
     'reward.collision_weight': 'float >= 0',
     'reward.offroad_weight': 'float >= 0',
@@ -177,9 +176,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.policy.width = 64
   c.policy.hidden = 128
   c.policy.head_width = 32
-  # Logits quadratic in each token's end pose on top of the dense head
-  # (spacer.policy.kinematic_token_features).
-  c.policy.kinematic_logits = False
 
   c.reward = ml_collections.ConfigDict()
   c.reward.goal_weight = 1.0

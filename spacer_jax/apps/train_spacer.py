@@ -267,7 +267,6 @@ def run_plan(config: ml_collections.ConfigDict, num_tokens: int, max_iters: int,
 
 # Fields newer than some runs on disk, with the value those runs implicitly had.
 ADDED_FIELDS = {'policy.network': 'late_fusion',
-                'policy.kinematic_logits': False,
                 # Runs before the field evaluated on the whole distribution.
                 'train.eval_top_k': 0,
                 # Runs before the field started from random weights.

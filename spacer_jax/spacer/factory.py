@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from spacer_jax.models.default_vocabulary import (
   default_vocabulary_path,
@@ -21,7 +20,7 @@ from spacer_jax.sim.config import EnvConfig
 from spacer_jax.sim.dynamics import get_dynamics_model
 from spacer_jax.sim.env import MultiAgentEnvironment
 from spacer_jax.spacer.observation import ObservationConfig
-from spacer_jax.spacer.policy import get_policy_network, kinematic_token_features
+from spacer_jax.spacer.policy import get_policy_network
 from spacer_jax.spacer.rewards import RewardConfig
 from spacer_jax.spacer.selfplay import SelfPlay
 from spacer_jax.tokens import TokenEnvironment, TokenVocabulary, load_vocabulary
@@ -79,11 +78,6 @@ def make_selfplay(config: ml_collections.ConfigDict, vocab: TokenVocabulary) -> 
   fields = dict(config.policy)
   # Runs written before networks were registered hold no name: theirs is late fusion.
   network = fields.pop('network', 'late_fusion')
-  # Kinematic logits need the vocabulary's token features; off, the field is not
-  # passed, so networks without it (registered by users) still build.
-  if fields.pop('kinematic_logits', False):
-    fields.update(kinematic_logits=True,
-                  token_features=kinematic_token_features(np.asarray(vocab.poses)))
   policy = get_policy_network(network, num_tokens=vocab.num_tokens, **fields)
   # Runs written before the obs block held every field get the dataclass defaults.
   obs = ObservationConfig(**config.obs)

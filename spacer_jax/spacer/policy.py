@@ -20,7 +20,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from spacer_jax.sim.registry import Registry
@@ -65,14 +64,6 @@ class LateFusionPolicy(nn.Module):
     head_width: hidden width of each per-type actor head.
     num_types: actor heads, indexed by ``PolicyObservation.type_index``.
     head_init_std: std of the last actor layer's initial weights.
-    kinematic_logits: add to each head's logits a term linear in fixed features of
-      every token's motion (:func:`kinematic_token_features`, quadratic in its end
-      pose), with coefficients from the head's hidden layer: a peak of any centre and
-      width over the motion space costs ``head_width x F`` parameters per type, where
-      the rank-``head_width`` dense output cannot draw one narrow enough
-      (benchmarks/bc_fit.py).
-    token_features: ``(num_types, K, F)`` nested tuples (hashable: the module is a
-      static argument of jitted functions), required by ``kinematic_logits``.
   """
 
   num_tokens: int = 200
@@ -81,8 +72,6 @@ class LateFusionPolicy(nn.Module):
   head_width: int = 32
   num_types: int = NUM_AGENT_TYPES
   head_init_std: float = 0.01
-  kinematic_logits: bool = False
-  token_features: tuple = ()
 
   @nn.compact
   def __call__(self, obs: PolicyObservation) -> tuple[jax.Array, jax.Array]:
@@ -104,18 +93,6 @@ class LateFusionPolicy(nn.Module):
     # the road encoder, and a select keeps shapes static.
     z = jnp.tanh(jnp.einsum('...h,thw->...tw', h, w1) + b1)
     logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
-    if self.kinematic_logits:
-      if not self.token_features:
-        raise ValueError('LateFusionPolicy.kinematic_logits needs token_features '
-                         '(kinematic_token_features of the vocabulary).')
-      phi = jnp.asarray(self.token_features, jnp.float32)  # (T, K, F)
-      if phi.shape[:2] != (t, k):
-        raise ValueError(f'LateFusionPolicy.token_features has shape {phi.shape}; '
-                         f'expected ({t}, {k}, F).')
-      w3 = self.param('actor_w3', nn.initializers.normal(self.head_init_std),
-                      (t, hw, phi.shape[-1]))
-      coef = jnp.einsum('...tw,twf->...tf', z, w3)
-      logits_all = logits_all + jnp.einsum('...tf,tkf->...tk', coef, phi)
     type_index = jnp.clip(obs.type_index, 0, t - 1)
     logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
     logits = restrict_logits(logits, obs)
@@ -126,29 +103,6 @@ class LateFusionPolicy(nn.Module):
 # Logit of a token an agent cannot take: finite, so that 0 * logit stays 0 in the
 # entropy and KL sums, and far enough below any real logit that its probability is 0.
 INFEASIBLE_LOGIT = -1e9
-
-
-def kinematic_token_features(poses: np.ndarray) -> tuple:
-  """Fixed motion features of every token, ``(T, K, 9)`` as nested tuples.
-
-  From each token's end pose ``(x, y, yaw)`` in the agent's frame (``poses (T, K, S, 3)``,
-  :attr:`spacer_jax.tokens.TokenVocabulary.poses`), standardised over the type's
-  tokens: the pose, its squares and its pairwise products, each standardised again. A
-  logit linear in them is a quadratic over the motion space (a Gaussian peak where the
-  squares' coefficients are negative).
-  """
-  poses = np.asarray(poses, np.float64)
-  if poses.ndim != 4 or poses.shape[-1] != 3:
-    raise ValueError(f'token poses have shape {poses.shape}; expected (T, K, S, 3).')
-
-  def standardise(x):
-    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-6)
-
-  e = standardise(poses[:, :, -1, :])
-  x, y, yaw = e[..., 0], e[..., 1], e[..., 2]
-  feats = np.stack([x, y, yaw, x * x, y * y, yaw * yaw, x * y, x * yaw, y * yaw], -1)
-  return tuple(tuple(tuple(float(v) for v in row) for row in per_type)
-               for per_type in standardise(feats).astype(np.float32))
 
 
 def restrict_logits(logits: jax.Array, obs: PolicyObservation) -> jax.Array:
