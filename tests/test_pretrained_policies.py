@@ -95,3 +95,34 @@ def test_packaged_policies_load_and_match_todays_vocabulary():
     policy, params = policies.load_policy(f'{kind}:default')
     assert policy.vocab.num_tokens == info['num_tokens'] == 200
     assert policy.num_params(params) == info['num_params']
+
+
+def test_the_best_state_of_a_finished_run_ships(tmp_path):
+  """A run's best/ folder (BestCheckpoint: config, one checkpoint, best.json) ships with
+  the run's final metrics and the kept state's iteration and validation."""
+  run, params, _ = _finished_run(tmp_path)
+  best = os.path.join(run, 'best')
+  os.makedirs(best)
+  with open(os.path.join(run, 'config.json')) as f:
+    config = f.read()
+  with open(os.path.join(best, 'config.json'), 'w') as f:
+    f.write(config)
+  kept = jax.tree.map(lambda x: x + 1.0, params)
+  ckpt = Checkpointer(os.path.join(best, 'checkpoints'), max_to_keep=1)
+  ckpt.save(2, {'params': kept}, {'iteration': 2, 'validation': {'meta': 0.7}})
+  ckpt.close()
+  record = {'iteration': 2, 'metrics': {'meta': 0.7, 'min_ade': 6.0}}
+  with open(os.path.join(best, 'best.json'), 'w') as f:
+    json.dump(record, f)
+  root = str(tmp_path / 'pretrained')
+  pretrained.ship_policy('ppo', best, 'python -m ...', 'abc123', root)
+  info = pretrained.pretrained_info('ppo', root)
+  assert info['iteration'] == 2 and info['best'] == record
+  assert info['final_metrics'] == {'goal_rate': 0.5} and info['agent_steps'] is None
+  _, state, _ = Checkpointer(os.path.join(root, 'ppo', 'checkpoints')).restore(None)
+  for x, y in zip(jax.tree.leaves(state['params']), jax.tree.leaves(kept)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # A best/ folder of an unfinished run is refused like the run itself.
+  os.remove(os.path.join(run, 'final_metrics.json'))
+  with pytest.raises(ValueError, match='has not finished'):
+    pretrained.ship_policy('ppo', best, 'python -m ...', 'abc123', root)

@@ -32,6 +32,7 @@ PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'asset
                               'pretrained')
 KINDS = ('spacer', 'ppo', 'hr_ppo')
 SHIP_FILE = 'ship.json'
+BEST_FILE = 'best.json'  # What apps.train_spacer.BestCheckpoint writes next to its state.
 VOCABULARY_FILE = 'vocabulary.npz'
 
 
@@ -106,6 +107,11 @@ def ship_policy(kind: str, source: str, command: str, commit: str,
   path relative) and vocabulary, and writes ``ship.json``. The package replaces an old
   one only once complete. Returns the package directory.
 
+  ``source`` may also be the ``best/`` folder of a finished run (the state with the best
+  validation, ``train.best_*``): its checkpoint is packaged, ``ship.json`` carries the
+  run's final metrics and, under ``best``, the iteration and validation figures of the
+  state shipped.
+
   Raises:
     ValueError: ``source`` holds another kind of run, no checkpoint, or is unfinished.
     FileNotFoundError: ``source`` is not a ``train_spacer`` workdir.
@@ -117,9 +123,16 @@ def ship_policy(kind: str, source: str, command: str, commit: str,
     config = ml_collections.ConfigDict(upgrade_config(json.load(f)))
   if config.get('variant') != kind:
     raise ValueError(f'{source!r} holds a {config.get("variant")!r} run, not {kind!r}.')
-  final_path = os.path.join(source, 'final_metrics.json')
+  best_path = os.path.join(source, BEST_FILE)
+  best = None
+  run = source
+  if os.path.exists(best_path):
+    with open(best_path) as f:
+      best = json.load(f)
+    run = os.path.dirname(os.path.normpath(source))
+  final_path = os.path.join(run, 'final_metrics.json')
   if not os.path.exists(final_path):
-    raise ValueError(f'{source!r} has not finished (no final_metrics.json): package a '
+    raise ValueError(f'{run!r} has not finished (no final_metrics.json): package a '
                      'finished run.')
   with open(final_path) as f:
     final = json.load(f)
@@ -127,7 +140,14 @@ def ship_policy(kind: str, source: str, command: str, commit: str,
   if restored is None:
     raise ValueError(f'{source!r} holds no finished checkpoint.')
   step, state, meta = restored
-  vocab_path = config.tokens.vocabulary or (meta or {}).get('vocabulary')
+  meta = dict(meta or {})
+  if best is not None:
+    # The best state's checkpoint names only its iteration and validation; the rest
+    # comes from the run's newest checkpoint.
+    newest = Checkpointer(os.path.join(run, 'checkpoints')).restore(None)
+    meta = {**(newest[2] if newest else {}), **meta}
+    meta['agent_steps'] = None  # The run's count is not the shipped state's.
+  vocab_path = config.tokens.vocabulary or meta.get('vocabulary')
   if not vocab_path or not os.path.exists(vocab_path):
     raise FileNotFoundError(f'the vocabulary of {source!r} ({vocab_path!r}) does not '
                             'exist here.')
@@ -155,6 +175,8 @@ def ship_policy(kind: str, source: str, command: str, commit: str,
         'reference': _reference_origin(config),
         'final_metrics': final,
     }
+    if best is not None:
+      info['best'] = best
     with open(os.path.join(staging, SHIP_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
   return pretrained_dir(kind, root)
