@@ -22,6 +22,7 @@ import numpy as np
 from timing_utils import report_json
 
 from spacer_jax.data.generator import GeneratorConfig, generate_scenario
+from spacer_jax.data.stats import objects_ahead
 from spacer_jax.eval import car_following as cf
 from spacer_jax.models import train as train_lib
 from spacer_jax.models.api import reference_log_probs
@@ -42,22 +43,16 @@ def _token_nll(ref, inputs):
 
 
 def _slower_leader(poses, speed, valid):
-  """(B, N, L) whether a car at under half the agent's speed is within 40 m ahead."""
-  pos = poses[..., 1:, :]
-  b, n, length = speed.shape
-  out = np.zeros((b, n, length), bool)
-  for i in range(b):
-    for t in range(length):
-      x, y, yaw = pos[i, :, t, 0], pos[i, :, t, 1], pos[i, :, t, 2]
-      dx, dy = x[None] - x[:, None], y[None] - y[:, None]
-      lon = np.cos(yaw)[:, None] * dx + np.sin(yaw)[:, None] * dy
-      lat = -np.sin(yaw)[:, None] * dx + np.cos(yaw)[:, None] * dy
-      same = np.abs(np.angle(np.exp(1j * (yaw[None] - yaw[:, None])))) < 0.5
-      ok = valid[i, :, t]
-      ahead = ok[:, None] & ok[None] & same & (lon > 0) & (lon < 40) & (np.abs(lat) < 2)
-      np.fill_diagonal(ahead, False)
-      slower = speed[i, None, :, t] < 0.5 * speed[i, :, None, t]
-      out[i, :, t] = (ahead & slower).any(1)
+  """(B, N, L) whether a car at under half the agent's speed is within 40 m ahead (2 m
+  laterally, headings within 0.5 rad)."""
+  pos = np.asarray(poses)[..., 1:, :]
+  speed, valid = np.asarray(speed), np.asarray(valid)
+  out = np.zeros(speed.shape, bool)
+  for i in range(speed.shape[0]):
+    _, ahead = objects_ahead(pos[i, ..., 0], pos[i, ..., 1], pos[i, ..., 2], valid[i],
+                             max_gap=40.0, lane_half_width=2.0, same_direction=0.5)
+    slower = speed[i][None] < 0.5 * speed[i][:, None]  # (follower, other, L)
+    out[i] = (ahead & slower).any(1)
   return out
 
 

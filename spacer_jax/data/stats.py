@@ -120,16 +120,35 @@ def leader_gaps(state: SimulatorState) -> tuple[np.ndarray, np.ndarray]:
   return np.stack([g for g, _ in out]), np.stack([v for _, v in out])
 
 
-def _leader_gaps_single(x, y, yaw, length, valid):
-  """:func:`leader_gaps` of one scenario; inputs ``(N, T)``."""
-  # Pairwise (follower i, other j) offsets in i's frame, shapes (N, N, T).
+def objects_ahead(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, valid: np.ndarray,
+                  max_gap: float = MAX_GAP, lane_half_width: float = LANE_HALF_WIDTH,
+                  same_direction: float = SAME_DIRECTION) -> tuple[np.ndarray, np.ndarray]:
+  """Which objects are ahead of which, in the same lane and direction.
+
+  Args:
+    x, y, yaw, valid: ``(N, T)`` poses (m, rad) and validity of one scenario.
+    max_gap: farthest centre-to-centre distance ahead that counts, m.
+    lane_half_width: largest lateral offset of the other's centre, m.
+    same_direction: largest heading difference, rad.
+
+  Returns:
+    ``(lon, ahead)``, each ``(N, N, T)``: object j's longitudinal offset in object i's
+    frame (m) and whether j is ahead of i in that sense (never i itself).
+  """
+  # Pairwise (follower i, other j) offsets in i's frame.
   dx, dy = x[None] - x[:, None], y[None] - y[:, None]
   c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
   lon, lat = c * dx + s * dy, -s * dx + c * dy
   dyaw = np.abs((yaw[None] - yaw[:, None] + np.pi) % (2 * np.pi) - np.pi)
   n = x.shape[0]
   ahead = (valid[:, None] & valid[None] & ~np.eye(n, dtype=bool)[..., None] & (lon > 0)
-           & (np.abs(lat) < LANE_HALF_WIDTH) & (dyaw < SAME_DIRECTION) & (lon <= MAX_GAP))
+           & (np.abs(lat) < lane_half_width) & (dyaw < same_direction) & (lon <= max_gap))
+  return lon, ahead
+
+
+def _leader_gaps_single(x, y, yaw, length, valid):
+  """:func:`leader_gaps` of one scenario; inputs ``(N, T)``."""
+  lon, ahead = objects_ahead(x, y, yaw, valid)
   nearest = np.where(ahead, lon, np.inf).argmin(axis=1)  # (N, T)
   lead_lon = np.take_along_axis(lon, nearest[:, None], axis=1)[:, 0]
   lead_len = length[nearest, np.arange(x.shape[1])[None, :]]
