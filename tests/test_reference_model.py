@@ -470,6 +470,9 @@ def test_per_type_decoding():
   same = sample_tokens(log_probs, jax.random.key(0), (5, 5, 5), (1.0, 1.0, 1.0), types)
   np.testing.assert_array_equal(
       np.asarray(same), np.asarray(sample_tokens(log_probs, jax.random.key(0), 5, 1.0)))
+  np.testing.assert_array_equal(  # k = 1 for every type: greedy, no randomness.
+      np.asarray(sample_tokens(log_probs, jax.random.key(1), 1, 0.5)),
+      np.argmax(np.asarray(log_probs), -1))
   with pytest.raises(ValueError, match='object types'):
     sample_tokens(log_probs, jax.random.key(0), (5, 1, 20), 1.0)
   with pytest.raises(ValueError, match='three'):

@@ -103,19 +103,16 @@ def sample_tokens(log_probs: jax.Array, rng: jax.Array, top_k: PerType,
   which applies to each row. Returns ``(...)`` int32.
   """
   num_tokens = log_probs.shape[-1]
-  if not isinstance(top_k, (tuple, list)) and not isinstance(temperature, (tuple, list)):
-    k = min(int(top_k), num_tokens)
-    values, index = jax.lax.top_k(log_probs, k)
-    if k == 1:
-      return index[..., 0].astype(jnp.int32)
-    choice = jax.random.categorical(rng, values / temperature, axis=-1)
-    return jnp.take_along_axis(index, choice[..., None], -1)[..., 0].astype(jnp.int32)
-  if object_types is None:
+  scalar = not isinstance(top_k, (tuple, list)) and not isinstance(temperature, (tuple, list))
+  if not scalar and object_types is None:
     raise ValueError('per-type top_k / temperature need the object types of the rows')
   ks = tuple(min(int(k), num_tokens) for k in per_type(top_k, 'top_k'))
+  if max(ks) == 1:
+    return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # Greedy for every type.
   temps = per_type(temperature, 'temperature')
   values, index = jax.lax.top_k(log_probs, max(ks))
-  t = agent_type_index(object_types)
+  t = (jnp.zeros(log_probs.shape[:-1], jnp.int32) if scalar
+       else agent_type_index(object_types))
   k_row = jnp.asarray(ks, jnp.int32)[t]
   temp_row = jnp.asarray(temps, jnp.float32)[t]
   # Only the row's own top-k stay; a row at k = 1 has one finite entry (greedy).
