@@ -306,6 +306,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # meta fell 0.663 -> 0.427 in 10 iterations, with them 0.663 -> 0.655
     # (docs/experiments.md).
     c.ppo.critic_warmup_steps = 10
+    # A 128-wide actor head (167k parameters instead of 72.5k): the 32-wide one clones
+    # the log at 2.82 nats (2.48 with 128) with a slow mode, and every self-play run
+    # from it slowed down (minADE 11-28 m; with 128: 4.4-6.4 m). benchmarks/bc_fit.py,
+    # docs/experiments.md.
+    c.policy.head_width = 128
+    if c.variant == 'spacer':
+      # beta 0.5: against 0.1 from the same start, best validation meta 0.708 vs
+      # 0.678, collision 0.12 vs 0.18 (docs/experiments.md).
+      c.anchor.kl_coef = 0.5
     c.bc.steps = 400
     c.bc.batch_worlds = 4  # About 1 s a step on 2 cores (16 worlds: about 5 s).
     c.train.total_agent_steps = 0
