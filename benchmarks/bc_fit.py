@@ -66,8 +66,7 @@ def fit_report(params: Any, selfplay: Any, vocab: Any, worlds: Any,
                                 selfplay.obs_config)
   obs, tokens, valid = jax.jit(lambda w, v: bc.expert_episode(selfplay, w, v))(worlds,
                                                                               visible)
-  if obs.feasible is not None:
-    valid = valid & jnp.take_along_axis(obs.feasible, tokens[..., None], -1)[..., 0]
+  valid = bc.imitable(obs, tokens, valid)  # The rows the BC loss trains on.
   logits, _ = jax.jit(selfplay.policy.apply)(params, obs)
   log_p = jax.nn.log_softmax(logits, -1)
   nll = np.asarray(-jnp.take_along_axis(log_p, tokens[..., None], -1)[..., 0])

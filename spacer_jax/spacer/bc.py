@@ -57,14 +57,22 @@ def expert_episode(selfplay: SelfPlay, worlds: Worlds, goal_visible: jax.Array |
   return obs, tokens, valid
 
 
+def imitable(obs, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+  """``valid`` ``(...)`` without the expert tokens the policy may not take.
+
+  An expert token outside the speed-change bound (``obs.feasible``; the bound holds
+  every transition of 500 generated logs, so this is rare) cannot be imitated.
+  """
+  if obs.feasible is None:
+    return valid
+  return valid & jnp.take_along_axis(obs.feasible, tokens[..., None], axis=-1)[..., 0]
+
+
 def bc_loss(policy: LateFusionPolicy, params: Any, obs, tokens: jax.Array,
             valid: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Masked token cross-entropy and top-1 accuracy of the policy on expert tokens."""
   logits, _ = policy.apply(params, obs)
-  if obs.feasible is not None:
-    # An expert token outside the speed-change bound (the bound holds every transition
-    # of 500 generated logs, so this is rare) cannot be imitated: leave it out.
-    valid = valid & jnp.take_along_axis(obs.feasible, tokens[..., None], axis=-1)[..., 0]
+  valid = imitable(obs, tokens, valid)
   log_p = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_p, tokens[..., None], axis=-1)[..., 0]
   n = jnp.maximum(jnp.sum(valid), 1)
@@ -204,5 +212,5 @@ def load_bc_policy(path: str) -> Any:
   return out[1]['params']
 
 
-__all__ = ['BC_LR_SCHEDULES', 'bc_loss', 'bc_optimizer', 'expert_episode', 'load_bc_policy',
-           'make_bc_step', 'train_bc_policy']
+__all__ = ['BC_LR_SCHEDULES', 'bc_loss', 'bc_optimizer', 'expert_episode', 'imitable',
+           'load_bc_policy', 'make_bc_step', 'train_bc_policy']

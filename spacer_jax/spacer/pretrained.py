@@ -140,13 +140,11 @@ def ship_policy(kind: str, source: str, command: str, commit: str,
   if restored is None:
     raise ValueError(f'{source!r} holds no finished checkpoint.')
   step, state, meta = restored
-  meta = dict(meta or {})
   if best is not None:
     # The best state's checkpoint names only its iteration and validation; the rest
-    # comes from the run's newest checkpoint.
+    # comes from the run's newest checkpoint, but not its agent-step count.
     newest = Checkpointer(os.path.join(run, 'checkpoints')).restore(None)
-    meta = {**(newest[2] if newest else {}), **meta}
-    meta['agent_steps'] = None  # The run's count is not the shipped state's.
+    meta = {**(newest[2] if newest else {}), **meta, 'agent_steps': None}
   vocab_path = config.tokens.vocabulary or meta.get('vocabulary')
   if not vocab_path or not os.path.exists(vocab_path):
     raise FileNotFoundError(f'the vocabulary of {source!r} ({vocab_path!r}) does not '
