@@ -14,48 +14,30 @@ episodes (seeds ``data.eval_seed_offset``+, goals shown as PPO's dropout draws t
   single stopping token as the mode while most mass is on moving ones).
 
   python benchmarks/bc_fit.py --workdir /tmp/runs/bcfit_default \\
-      [--set bc.steps=800 --set policy.head_width=128] [--json OUT]
+      [--config=experiments/configs/spacer.py:cpu] [--config.policy.head_width=128] \\
+      [--json OUT]
+
+The config is ``train_spacer``'s (``--config.x=...`` overrides as in the binaries).
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 from timing_utils import report_json
 
-from experiments.configs import spacer as spacer_configs
 from spacer_jax.apps import train_spacer
 from spacer_jax.spacer import bc, factory
 from spacer_jax.spacer.observation import sample_goal_visible
 from spacer_jax.tokens.feasibility import token_speeds
 
 TYPES = ('vehicle', 'pedestrian', 'cyclist')
-
-
-def apply_overrides(config: Any, overrides: list[str]) -> Any:
-  """``key=value`` strings (python literals where they parse) onto ``config``."""
-  for item in overrides:
-    key, _, raw = item.partition('=')
-    if not _:
-      raise ValueError(f'--set {item!r}: expected key=value, e.g. bc.steps=800.')
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f'--set {key}: the config has no such field.')
-    node[leaf] = value
-  return config
 
 
 def fit_report(params: Any, selfplay: Any, vocab: Any, worlds: Any,
@@ -101,8 +83,16 @@ def fit_report(params: Any, selfplay: Any, vocab: Any, worlds: Any,
   return out
 
 
-def run(workdir: str, overrides: list[str]) -> dict[str, Any]:
-  config = apply_overrides(spacer_configs.get_config('cpu'), overrides)
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'experiments',
+                        'configs', 'spacer.py')
+_CONFIG = config_flags.DEFINE_config_file('config', f'{_CONFIGS}:cpu',
+                                          'train_spacer config of the BC start.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'BC checkpoints (resumed if present).',
+                               required=True)
+_JSON = flags.DEFINE_string('json', '', 'write the report as JSON here')
+
+
+def run(workdir: str, config: Any) -> dict[str, Any]:
   vocab, _ = factory.load_vocab(config)
   selfplay = factory.make_selfplay(config, vocab)
   source = train_spacer.ScenarioSource(config)
@@ -111,19 +101,14 @@ def run(workdir: str, overrides: list[str]) -> dict[str, Any]:
                               source.pool_indices)
   worlds = jax.jit(selfplay.prepare)(source.eval())
   report = fit_report(params, selfplay, vocab, worlds, config.seed + 11)
-  return {'workdir': workdir, 'overrides': overrides, 'bc_steps': config.bc.steps,
+  return {'workdir': workdir, 'policy': config.policy.to_dict(), 'bc': config.bc.to_dict(),
           'validation_scenes': config.data.num_eval_scenarios, **report}
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--set', action='append', default=[], dest='overrides',
-                      help='config override key=value (repeatable)')
-  parser.add_argument('--json', default='')
-  args = parser.parse_args()
-  report_json(run(args.workdir, args.overrides), args.json)
+def main(argv: list[str]) -> None:
+  del argv
+  report_json(run(_WORKDIR.value, _CONFIG.value), _JSON.value)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -48,6 +48,34 @@ def test_param_count_at_k200(model):
   assert count == enc + 192 * 128 + 128 + heads + 129 == 72_505
 
 
+def test_compact_head_counts_and_selects_type():
+  """A shared hidden layer (per-type bias) and a rank-r bottleneck before each type's
+  K logits: the parameter count by hand, ln K at init, and each agent's own type."""
+  module = policy.LateFusionPolicy(num_tokens=200, head_width=128, head_shared=True,
+                                   head_rank=24)
+  obs = _random_obs(7)
+  params = jax.jit(policy.init_policy, static_argnums=1)(
+      jax.random.key(0, impl='unsafe_rbg'), module, obs)
+  enc = sum(d * 64 + 64 + 128 + 64 * 64 + 64 for d in (16, 10, 12))
+  head = 128 * 128 + 3 * 128 + 128 * 24 + 3 * (24 * 200 + 200)
+  assert policy.count_params(params) == enc + 192 * 128 + 128 + head + 129 == 75_161
+  logits, _ = _apply(module, params, obs)
+  np.testing.assert_allclose(losses.entropy(logits), np.log(200), rtol=0.01)
+  def run(p, t):
+    return _apply(module, p, obs.replace(type_index=jnp.full_like(obs.type_index, t)))[0]
+  outs = [run(params, t) for t in range(3)]
+  assert not np.allclose(outs[0], outs[1], atol=1e-5)
+  for i, t in enumerate(np.asarray(obs.type_index)):
+    np.testing.assert_allclose(logits[i], outs[t][i], atol=1e-6)
+  # The type reaches the shared hidden layer through its bias alone.
+  b1 = params['params']['actor_b1']
+  same = {'params': dict(params['params'], actor_b1=jnp.broadcast_to(b1[:1], b1.shape),
+                         actor_w2=jnp.broadcast_to(params['params']['actor_w2'][:1],
+                                                   params['params']['actor_w2'].shape),
+                         actor_b2=jnp.zeros_like(params['params']['actor_b2']))}
+  np.testing.assert_allclose(run(same, 0), run(same, 2), atol=1e-6)
+
+
 def test_initial_entropy_is_ln_k(model):
   module, params = model
   obs = _random_obs(2, batch=(2, 1))

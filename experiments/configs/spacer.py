@@ -62,6 +62,8 @@ RULES = {
     'policy.width': 'int >= 1',
     'policy.hidden': 'int >= 1',
     'policy.head_width': 'int >= 1',
+    'policy.head_shared': 'bool',
+    'policy.head_rank': 'int >= 0',  # 0 = no bottleneck.
     'reward.goal_weight': 'float >= 0',
     'reward.collision_weight': 'float >= 0',
     'reward.offroad_weight': 'float >= 0',
@@ -176,6 +178,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.policy.width = 64
   c.policy.hidden = 128
   c.policy.head_width = 32
+  # One hidden layer for all types (a per-type bias tells it the type), and a shared
+  # linear bottleneck of head_rank dims before each type's K logits (0 = none):
+  # spacer.policy.LateFusionPolicy.
+  c.policy.head_shared = False
+  c.policy.head_rank = 0
 
   c.reward = ml_collections.ConfigDict()
   c.reward.goal_weight = 1.0

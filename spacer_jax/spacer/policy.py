@@ -7,11 +7,14 @@ and mapped to 128 (tanh). An actor head per agent type (vehicle, pedestrian, cyc
 gives K token logits (each type has its own token vocabulary), and a critic head gives
 the value. The heads are Linear(128 -> head_width)-tanh-Linear(head_width -> K): three
 full 128 x K output layers would triple the parameter count past the paper's ~65k.
+The compact head (``head_shared``, ``head_rank``) keeps many hidden units for few
+parameters: one Linear(128 -> head_width) for all types with a per-type bias, a shared
+linear map to ``head_rank`` dims, then each type's Linear(head_rank -> K).
 The last actor layer starts with std 0.01 weights and zero bias, so the initial policy
 is almost uniform (entropy ~ ln K).
 
 Count at K = 200 with the defaults: 72,505 parameters (encoders 15,488, fusion 24,704,
-actor heads 32,184, critic 129).
+actor heads 32,184, critic 129); compact, head_width 128, head_rank 24: 75,161.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ class LateFusionPolicy(nn.Module):
     width: encoder width (64 in the paper).
     hidden: fused width (128 in the paper).
     head_width: hidden width of each per-type actor head.
+    head_shared: one hidden layer for every type, told the type by a per-type bias,
+      instead of one per type (a third of the hidden layer's parameters).
+    head_rank: when > 0, the hidden units reach the per-type ``K`` logits through a
+      shared linear map to ``head_rank`` dims first (each type's output layer is
+      ``head_rank x K`` instead of ``head_width x K``); 0 = no bottleneck.
     num_types: actor heads, indexed by ``PolicyObservation.type_index``.
     head_init_std: std of the last actor layer's initial weights.
   """
@@ -70,6 +78,8 @@ class LateFusionPolicy(nn.Module):
   width: int = 64
   hidden: int = 128
   head_width: int = 32
+  head_shared: bool = False
+  head_rank: int = 0
   num_types: int = NUM_AGENT_TYPES
   head_init_std: float = 0.01
 
@@ -84,16 +94,27 @@ class LateFusionPolicy(nn.Module):
         jnp.concatenate([ego, partners, road], axis=-1)))
 
     t, hw, k = self.num_types, self.head_width, self.num_tokens
-    w1 = self.param('actor_w1', nn.initializers.lecun_normal(batch_axis=(0,)),
-                    (t, self.hidden, hw))
-    b1 = self.param('actor_b1', nn.initializers.zeros, (t, hw))
-    w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std), (t, hw, k))
-    b2 = self.param('actor_b2', nn.initializers.zeros, (t, k))
-    # All heads for every agent, then each agent's own: the heads are tiny next to
-    # the road encoder, and a select keeps shapes static.
-    z = jnp.tanh(jnp.einsum('...h,thw->...tw', h, w1) + b1)
-    logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
     type_index = jnp.clip(obs.type_index, 0, t - 1)
+    b1 = self.param('actor_b1', nn.initializers.zeros, (t, hw))
+    if self.head_shared:
+      w1 = self.param('actor_w1', nn.initializers.lecun_normal(), (self.hidden, hw))
+      z = jnp.tanh(h @ w1 + b1[type_index])[..., None, :]  # (..., N, 1, hw)
+    else:
+      # All heads for every agent, then each agent's own: the heads are tiny next to
+      # the road encoder, and a select keeps shapes static.
+      w1 = self.param('actor_w1', nn.initializers.lecun_normal(batch_axis=(0,)),
+                      (t, self.hidden, hw))
+      z = jnp.tanh(jnp.einsum('...h,thw->...tw', h, w1) + b1)  # (..., N, T, hw)
+    if self.head_rank:
+      proj = self.param('actor_proj', nn.initializers.lecun_normal(),
+                        (hw, self.head_rank))
+      z = z @ proj
+    w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
+                    (t, z.shape[-1], k))
+    b2 = self.param('actor_b2', nn.initializers.zeros, (t, k))
+    if self.head_shared:
+      z = jnp.broadcast_to(z, z.shape[:-2] + (t, z.shape[-1]))
+    logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
     logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
     logits = restrict_logits(logits, obs)
     values = nn.Dense(1, name=CRITIC_HEAD)(h)[..., 0]
