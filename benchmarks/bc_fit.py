@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from speed_gaps import speed_gaps
 from timing_utils import report_json
 
 from spacer_jax.apps import train_spacer
 from spacer_jax.spacer import bc, factory
 from spacer_jax.spacer.observation import sample_goal_visible
-from spacer_jax.tokens.feasibility import token_speeds
 
 TYPES = ('vehicle', 'pedestrian', 'cyclist')
 
@@ -62,24 +62,9 @@ def fit_report(params: Any, selfplay: Any, vocab: Any, worlds: Any,
     if m.any():
       out[f'nll_{name}'] = float(nll[m].mean())
       out[f'top1_{name}'] = float(top1[m].mean())
-  speeds = token_speeds(vocab)[obs.type_index]  # (T, W, N, K)
-  expert = np.asarray(jnp.take_along_axis(speeds, tokens[..., None], -1)[..., 0])
-  moving = valid & (types == 0) & (expert > 2.0)
-  expected = np.asarray(jnp.sum(jnp.exp(log_p) * speeds, -1))
-  sharp = np.asarray(jnp.sum(jax.nn.softmax(logits / 0.5, -1) * speeds, -1))
-  greedy = np.asarray(jnp.take_along_axis(speeds, jnp.argmax(logits, -1)[..., None],
-                                          -1)[..., 0])
-  near = np.abs(np.asarray(speeds) - expert[..., None]) < 0.3
-  mass_near = np.asarray(jnp.sum(jnp.where(near, jnp.exp(log_p), 0.0), -1))
-  out.update({
-      'moving_vehicle_nll': float(nll[moving].mean()),
-      # Probability on tokens within 0.3 m/s of the expert token's speed.
-      'moving_vehicle_mass_near_expert_speed': float(mass_near[moving].mean()),
-      'moving_vehicle_expert_speed': float(expert[moving].mean()),
-      'moving_vehicle_expected_minus_expert': float((expected - expert)[moving].mean()),
-      'moving_vehicle_t05_minus_expert': float((sharp - expert)[moving].mean()),
-      'moving_vehicle_greedy_minus_expert': float((greedy - expert)[moving].mean()),
-  })
+  gaps, moving = speed_gaps(logits, tokens, obs.type_index, valid, vocab)
+  out['moving_vehicle_nll'] = float(nll[moving].mean())
+  out.update({k: v for k, v in gaps.items() if k.startswith('moving_vehicle_')})
   return out
 
 

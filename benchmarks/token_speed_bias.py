@@ -20,18 +20,16 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
+from speed_gaps import speed_gaps as token_speed_gaps
 from timing_utils import report_json
 
 from spacer_jax.apps import train_spacer
 from spacer_jax.spacer import bc, factory
-from spacer_jax.tokens.feasibility import token_speeds
 from spacer_jax.training import Checkpointer
 
 
-def speed_gaps(run: str, bc_dir: str = '', scenes: int = 6) -> dict[str, dict[str, float]]:
+def run_speed_gaps(run: str, bc_dir: str = '', scenes: int = 6) -> dict[str, dict[str, float]]:
   with open(os.path.join(run, 'config.json')) as f:
     config = ml_collections.ConfigDict(factory.upgrade_config(json.load(f)))
   vocab, _ = factory.load_vocab(config)
@@ -39,11 +37,6 @@ def speed_gaps(run: str, bc_dir: str = '', scenes: int = 6) -> dict[str, dict[st
   config.data.num_eval_scenarios = scenes
   worlds = jax.jit(selfplay.prepare)(train_spacer.ScenarioSource(config).eval())
   obs, tokens, valid = jax.jit(lambda w: bc.expert_episode(selfplay, w))(worlds)
-  speeds = token_speeds(vocab)
-  types = obs.type_index
-  vehicle = np.asarray(valid & (types == 0))
-  expert = np.asarray(speeds[types, tokens])
-  moving = vehicle & (expert > 2.0)
   policies = {}
   if bc_dir:
     policies['bc'] = bc.load_bc_policy(bc_dir)
@@ -56,13 +49,7 @@ def speed_gaps(run: str, bc_dir: str = '', scenes: int = 6) -> dict[str, dict[st
   out = {}
   for name, params in policies.items():
     logits, _ = apply(params, obs)
-    expected = np.asarray(jnp.sum(jax.nn.softmax(logits, -1) * speeds[types], -1))
-    greedy = np.asarray(speeds[types, jnp.argmax(logits, -1)])
-    out[name] = {'expected_minus_expert': float((expected - expert)[vehicle].mean()),
-                 'expected_minus_expert_moving': float((expected - expert)[moving].mean()),
-                 'greedy_minus_expert': float((greedy - expert)[vehicle].mean()),
-                 'greedy_minus_expert_moving': float((greedy - expert)[moving].mean()),
-                 'expert_mean_speed': float(expert[vehicle].mean())}
+    out[name] = token_speed_gaps(logits, tokens, obs.type_index, valid, vocab)[0]
   return out
 
 
@@ -73,7 +60,7 @@ def main() -> None:
   parser.add_argument('--scenes', type=int, default=6)
   parser.add_argument('--json', default='')
   args = parser.parse_args()
-  report_json(speed_gaps(args.run, args.bc, args.scenes), args.json)
+  report_json(run_speed_gaps(args.run, args.bc, args.scenes), args.json)
 
 
 if __name__ == '__main__':
