@@ -9,9 +9,10 @@ Every policy drives the same batch of generated scenes (``--batch`` scenes of
 ``--steps`` decision steps of 0.2 s (40 = WOSAC's 8 s), with the environment's overlap and
 off-road metrics at 10 Hz, on the default device. Policies: log replay, constant
 velocity, IDM, the reference model at each ``--sizes`` (untrained: speed does not depend
-on the weights) and a SPACER policy at the default sizes of
-``experiments/configs/spacer.py`` (K = 200, untrained). Times are the best of
-``--repeats`` runs after a compile run; the scenes are reset (road-edge index built)
+on the weights), a SPACER policy at the default sizes of
+``experiments/configs/spacer.py`` (K = 200, untrained) and any ``load_policy`` spec
+(``spacer:default``: the shipped policy with its own observation sizes, top-5). Times
+are the best of ``--repeats`` runs after a compile run; the scenes are reset (road-edge index built)
 once beforehand and that cost is reported apart (``reset_s``), as 32 WOSAC rollouts of a
 scenario share it. The summary gives SPACER's speed-up over each reference size and their
 parameter ratio (the paper: 9.4x the reference's scenarios/s, 65k vs 3.2M parameters).
@@ -67,8 +68,14 @@ def build_policies(names: list[str], sizes: list[str], env: MultiAgentEnvironmen
       params = jax.jit(selfplay.policy.init)(
           jax.random.key(0), policies.example_observation(selfplay.obs_config))
       out.append(('spacer', policies.LearnedPolicy(selfplay, variant='spacer'), params))
+    elif ':' in name:
+      # A trained policy as evaluation loads it (e.g. spacer:default, the shipped one
+      # with its own observation sizes), decoded top-5 as in the realism tables.
+      policy, params = policies.load_policy(name, env=env, vocab=vocab, learned_top_k=5)
+      out.append((name, policy, params))
     else:
-      raise ValueError(f'unknown policy {name!r}; expected {SCRIPTED} or reference, spacer.')
+      raise ValueError(f'unknown policy {name!r}; expected {SCRIPTED}, reference, spacer '
+                       'or a load_policy spec such as spacer:default.')
   return out
 
 
@@ -107,15 +114,16 @@ def run(names: list[str], sizes: list[str], batch: int, num_objects: int, rg_poi
     rows.append(row)
   by = {r['policy']: r for r in rows}
   ratios = {}
-  if 'spacer' in by:
+  for learned in [k for k in by if k == 'spacer' or k.startswith('spacer:')]:
     for label, r in by.items():
       if label.startswith('reference_'):
         size = label[len('reference_'):]
-        ratios[size] = {
-            'spacer_speedup': by['spacer']['scenarios_per_s'] / r['scenarios_per_s'],
-            'reference_over_spacer_params': r['params'] / by['spacer']['params']}
-        print(f'SPACER vs reference {size}: {ratios[size]["spacer_speedup"]:.2f}x the '
-              f'scenarios/s, {ratios[size]["reference_over_spacer_params"]:.1f}x fewer '
+        key = size if learned == 'spacer' else f'{learned} vs {size}'
+        ratios[key] = {
+            'spacer_speedup': by[learned]['scenarios_per_s'] / r['scenarios_per_s'],
+            'reference_over_spacer_params': r['params'] / by[learned]['params']}
+        print(f'{learned} vs reference {size}: {ratios[key]["spacer_speedup"]:.2f}x the '
+              f'scenarios/s, {ratios[key]["reference_over_spacer_params"]:.1f}x fewer '
               'parameters')
   return {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'rows': rows,
           'reset_s': reset_s, 'spacer_vs_reference': ratios}

@@ -76,6 +76,29 @@ def test_compact_head_counts_and_selects_type():
   np.testing.assert_allclose(run(same, 0), run(same, 2), atol=1e-6)
 
 
+def test_shared_output_layer_differs_by_type_through_biases():
+  """One K-logit layer for all types: the count by hand; agents of different types
+  still get different logits (per-type biases in both layers)."""
+  module = policy.LateFusionPolicy(num_tokens=200, head_width=96, head_shared=True,
+                                   head_shared_output=True)
+  obs = _random_obs(8)
+  params = jax.jit(policy.init_policy, static_argnums=1)(
+      jax.random.key(0, impl='unsafe_rbg'), module, obs)
+  enc = sum(d * 64 + 64 + 128 + 64 * 64 + 64 for d in (16, 10, 12))
+  head = 128 * 96 + 3 * 96 + 96 * 200 + 3 * 200
+  assert policy.count_params(params) == enc + 192 * 128 + 128 + head + 129
+  p = params['params']
+  shifted = {'params': dict(p, actor_b2=jnp.arange(3.0)[:, None] * jnp.ones((3, 200)),
+                            actor_b1=jnp.zeros_like(p['actor_b1']))}
+  def run(q, t):
+    return _apply(module, q, obs.replace(type_index=jnp.full_like(obs.type_index, t)))[0]
+  for t in range(3):
+    np.testing.assert_allclose(run(shifted, t) - run(shifted, 0), float(t), atol=1e-5)
+  logits, _ = _apply(module, params, obs)
+  for i, t in enumerate(np.asarray(obs.type_index)):
+    np.testing.assert_allclose(logits[i], run(params, t)[i], atol=1e-6)
+
+
 def test_initial_entropy_is_ln_k(model):
   module, params = model
   obs = _random_obs(2, batch=(2, 1))

@@ -63,6 +63,7 @@ RULES = {
     'policy.hidden': 'int >= 1',
     'policy.head_width': 'int >= 1',
     'policy.head_shared': 'bool',
+    'policy.head_shared_output': 'bool',
     'policy.head_rank': 'int >= 0',  # 0 = no bottleneck.
     'reward.goal_weight': 'float >= 0',
     'reward.collision_weight': 'float >= 0',
@@ -182,6 +183,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # linear bottleneck of head_rank dims before each type's K logits (0 = none):
   # spacer.policy.LateFusionPolicy.
   c.policy.head_shared = False
+  c.policy.head_shared_output = False  # One K-logit layer for all types.
   c.policy.head_rank = 0
 
   c.reward = ml_collections.ConfigDict()

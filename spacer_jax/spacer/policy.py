@@ -67,6 +67,9 @@ class LateFusionPolicy(nn.Module):
     head_width: hidden width of each per-type actor head.
     head_shared: one hidden layer for every type, told the type by a per-type bias,
       instead of one per type (a third of the hidden layer's parameters).
+    head_shared_output: one ``K``-logit output layer for every type (with a per-type
+      output bias) instead of one per type; token ids mean different motions per
+      type, which the type-aware hidden units tell apart.
     head_rank: when > 0, the hidden units reach the per-type ``K`` logits through a
       shared linear map to ``head_rank`` dims first (each type's output layer is
       ``head_rank x K`` instead of ``head_width x K``); 0 = no bottleneck.
@@ -79,6 +82,7 @@ class LateFusionPolicy(nn.Module):
   hidden: int = 128
   head_width: int = 32
   head_shared: bool = False
+  head_shared_output: bool = False
   head_rank: int = 0
   num_types: int = NUM_AGENT_TYPES
   head_init_std: float = 0.01
@@ -109,12 +113,17 @@ class LateFusionPolicy(nn.Module):
       proj = self.param('actor_proj', nn.initializers.lecun_normal(),
                         (hw, self.head_rank))
       z = z @ proj
-    w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
-                    (t, z.shape[-1], k))
     b2 = self.param('actor_b2', nn.initializers.zeros, (t, k))
-    if self.head_shared:
-      z = jnp.broadcast_to(z, z.shape[:-2] + (t, z.shape[-1]))
-    logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
+    if self.head_shared_output:
+      w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
+                      (z.shape[-1], k))
+      logits_all = z @ w2 + b2  # (..., N, 1 or T, K) + (T, K)
+    else:
+      w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
+                      (t, z.shape[-1], k))
+      if self.head_shared:
+        z = jnp.broadcast_to(z, z.shape[:-2] + (t, z.shape[-1]))
+      logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
     logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
     logits = restrict_logits(logits, obs)
     values = nn.Dense(1, name=CRITIC_HEAD)(h)[..., 0]
