@@ -315,11 +315,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # meta fell 0.663 -> 0.427 in 10 iterations, with them 0.663 -> 0.655
     # (docs/experiments.md).
     c.ppo.critic_warmup_steps = 10
-    # A 128-wide actor head (167k parameters instead of 72.5k): the 32-wide one clones
-    # the log at 2.82 nats (2.48 with 128) with a slow mode, and every self-play run
-    # from it slowed down (minADE 11-28 m; with 128: 4.4-6.4 m). benchmarks/bc_fit.py,
-    # docs/experiments.md.
-    c.policy.head_width = 128
+    # One actor head for all types, 96 wide, with one 96 x K output layer (the type
+    # enters through per-type biases; 72.9k parameters, 43x fewer than a base
+    # reference). The paper's three 32-wide heads clone the log at 2.82 nats with a
+    # slow mode and every self-play run from them slowed down (minADE 11-28 m); this
+    # head clones at 2.54 (three 128-wide heads: 2.48 at 167k parameters) and does not
+    # (benchmarks/bc_fit.py, docs/experiments.md).
+    c.policy.head_width = 96
+    c.policy.head_shared = True
+    c.policy.head_shared_output = True
     if c.variant == 'spacer':
       # beta 0.5: against 0.1 from the same start, best validation meta 0.708 vs
       # 0.678, collision 0.12 vs 0.18 (docs/experiments.md).
