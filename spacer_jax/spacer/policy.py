@@ -121,14 +121,20 @@ class LateFusionPolicy(nn.Module):
     if self.head_shared_output:
       w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
                       (z.shape[-1], k))
-      logits_all = z @ w2 + b2  # (..., N, 1 or T, K) + (T, K)
     else:
       w2 = self.param('actor_w2', nn.initializers.normal(self.head_init_std),
                       (t, z.shape[-1], k))
-      if self.head_shared:
+    if self.head_shared and self.head_shared_output:
+      # One head in all: each agent's own output bias, no per-type copies to select.
+      logits = z[..., 0, :] @ w2 + b2[type_index]
+    else:
+      if self.head_shared_output:
+        logits_all = z @ w2 + b2  # (..., N, T, K)
+      else:
         z = jnp.broadcast_to(z, z.shape[:-2] + (t, z.shape[-1]))
-      logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
-    logits = jnp.take_along_axis(logits_all, type_index[..., None, None], axis=-2)[..., 0, :]
+        logits_all = jnp.einsum('...tw,twk->...tk', z, w2) + b2  # (..., N, T, K)
+      logits = jnp.take_along_axis(logits_all, type_index[..., None, None],
+                                   axis=-2)[..., 0, :]
     logits = restrict_logits(logits, obs)
     values = nn.Dense(1, name=CRITIC_HEAD)(h)[..., 0]
     return logits, values
